@@ -1,0 +1,508 @@
+"""The command line: thin commands over ``resnet_trace.api``; errors become exit codes here only.
+
+torch is imported inside the commands that trace, never at import time, so
+``--help``, ``--version`` and ``schema`` start as fast as Typer and Rich.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import traceback
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from resnet_trace import __version__
+from resnet_trace.errors import ExitCode, TraceToolError, UsageError
+from resnet_trace.records import Depth, Report
+from resnet_trace.spec import ModelSpec, expand_inputs, positive
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 success; 1 check/diff found differences; 2 usage error (bad option or shape, "
+    "missing or unsafe file, too much memory); 3 the model cannot process an input (the trace "
+    "stopped at a module); 4 internal error (a bug; --debug shows the traceback); 130 interrupted."
+)
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    jsonl = "jsonl"
+    csv = "csv"
+    markdown = "markdown"
+
+
+class Variant(str, Enum):
+    seed = "seed"
+    fixed = "fixed"
+
+
+class Head(str, Enum):
+    avgpool7 = "avgpool7"
+    adaptive = "adaptive"
+
+
+class DeviceName(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+    meta = "meta"
+    auto = "auto"
+
+
+class DType(str, Enum):
+    float32 = "float32"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+
+
+class GraphFormat(str, Enum):
+    mermaid = "mermaid"
+    dot = "dot"
+
+
+def _say(message: str) -> None:
+    """One line on stderr, never parsed as markup."""
+    sys.stderr.write(f"resnet-trace: {message}\n")
+    sys.stderr.flush()
+
+
+class OneLineErrors(TyperGroup):
+    """Every failure ends as one line on stderr and a documented exit code."""
+
+    def main(
+        self,
+        args: Any = None,
+        prog_name: Any = None,
+        complete_var: Any = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:  # noqa: D102
+        argv = list(sys.argv[1:] if args is None else args)
+        debug = "--debug" in argv or bool(os.environ.get("RESNET_TRACE_DEBUG"))
+        try:
+            rv = super().main(
+                args=argv,
+                prog_name=prog_name or "resnet-trace",
+                complete_var=complete_var,
+                standalone_mode=False,
+                **extra,
+            )
+            code = rv if isinstance(rv, int) else 0
+        except click.exceptions.Exit as exc:
+            code = exc.exit_code
+        except click.exceptions.NoArgsIsHelpError as exc:
+            sys.stdout.write(exc.ctx.get_help() + "\n")  # type: ignore[union-attr]
+            code = ExitCode.USAGE
+        except click.ClickException as exc:
+            hint = ""
+            ctx = getattr(exc, "ctx", None)
+            if ctx is not None:
+                hint = f" (see '{ctx.command_path} --help')"
+            _say(f"error: {exc.format_message()}{hint}")
+            code = ExitCode.USAGE
+        except (KeyboardInterrupt, click.exceptions.Abort):
+            _say("interrupted")
+            code = ExitCode.INTERRUPTED
+        except TraceToolError as exc:
+            _say(f"error: {exc}")
+            code = exc.exit_code
+        except BrokenPipeError:
+            _quiet_broken_pipe()
+            code = ExitCode.OK
+        except Exception as exc:  # a bug of ours
+            if debug:
+                traceback.print_exc()
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            _say(
+                f"internal error: {type(exc).__name__}: {first} (a bug; rerun with --debug for the traceback)"
+            )
+            code = ExitCode.INTERNAL
+        if standalone_mode:
+            sys.exit(int(code))
+        return int(code)
+
+
+def _quiet_broken_pipe() -> None:
+    """The reader went away (``| head``): stop writing, quietly."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+app = typer.Typer(
+    cls=OneLineErrors,
+    name="resnet-trace",
+    help="See inside the ResNet50 of a Korean code review, block by block. " + EXIT_CODES_HELP,
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"resnet-trace {__version__}\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of internal errors.")] = False,
+) -> None:
+    """See inside the ResNet50 of a Korean code review."""
+
+
+# -- shared options (defined once) ------------------------------------------------
+BaseDim = Annotated[int, typer.Option("--base-dim", help="Width of the stem; stages use 1-32x this.")]
+NumClasses = Annotated[
+    int, typer.Option("--num-classes", help="Outputs of fc_layer (the seed's default is 2).")
+]
+Inputs = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--input",
+        "-i",
+        help="Input shape NxCxHxW; repeat for several. Sweep one dimension "
+        "with lo-hi[:step] (1x3x190-230x224), or H and W together (1x3x190-230x190-230).",
+    ),
+]
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
+Output = Annotated[
+    Path | None, typer.Option("--output", "-o", help="Write to FILE atomically instead of stdout.")
+]
+VariantOpt = Annotated[
+    Variant, typer.Option("--variant", help="seed: the code as written; fixed: its two slips corrected.")
+]
+HeadOpt = Annotated[
+    Head, typer.Option("--head", help="avgpool7: the seed's AvgPool2d(7, 1); adaptive: AdaptiveAvgPool2d(1).")
+]
+DepthOpt = Annotated[
+    Depth, typer.Option("--depth", help="Rows per stage, per block, or per leaf-module call.")
+]
+CollapseOpt = Annotated[
+    bool, typer.Option("--collapse", help="Fold consecutive identical blocks into one row.")
+]
+FilterOpt = Annotated[
+    str | None, typer.Option("--filter", help="Keep rows whose name matches REGEX (totals stay whole-model).")
+]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        help="Trace your own copy of the seed: PATH.py:NAME or package.module:NAME "
+        "(a class or factory; importing it RUNS ITS CODE).",
+    ),
+]
+BlockOpt = Annotated[str, typer.Option("--block", help="Class name of the blocks in --model.")]
+SkipOpt = Annotated[str, typer.Option("--skip", help="Comma-separated names of the blocks' skip submodules.")]
+SvgOpt = Annotated[Path | None, typer.Option("--svg", help="Also save the table as an SVG picture.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks of internal errors.")]
+
+
+def _spec(base_dim: int, num_classes: int, variant: Variant, head: Head) -> ModelSpec:
+    return ModelSpec(
+        base_dim=positive("--base-dim", base_dim),
+        num_classes=positive("--num-classes", num_classes),
+        variant=variant.value,
+        head=head.value,
+    )
+
+
+def _skip_names(skip: str) -> tuple[str, ...]:
+    names = tuple(s.strip() for s in skip.split(",") if s.strip())
+    if not names:
+        raise UsageError("--skip needs at least one submodule name")
+    return names
+
+
+def write_output(text: str, output: Path | None) -> None:
+    """stdout, or ``output`` written atomically (temporary file in the same folder, then renamed)."""
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    folder = output.parent if str(output.parent) else Path(".")
+    if not folder.is_dir():
+        raise UsageError(f"--output {str(output)!r}: folder {str(folder)!r} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, output)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _color(output: Path | None) -> tuple[bool, int]:
+    tty = output is None and sys.stdout.isatty()
+    color = tty and not os.environ.get("NO_COLOR")
+    if tty:
+        import shutil
+
+        return color, shutil.get_terminal_size().columns
+    return False, 240
+
+
+def render(reports: list[Report], fmt: Format, output: Path | None) -> str:
+    if fmt is Format.json:
+        from resnet_trace.render.data import render_json
+
+        return render_json(reports)
+    if fmt is Format.jsonl:
+        from resnet_trace.render.data import render_jsonl
+
+        return render_jsonl(reports)
+    if fmt is Format.csv:
+        from resnet_trace.render.tabular import render_csv
+
+        return render_csv(reports)
+    if fmt is Format.markdown:
+        from resnet_trace.render.tabular import render_markdown
+
+        return render_markdown(reports)
+    from resnet_trace.render.table import render_table
+
+    color, width = _color(output)
+    return render_table(reports, color=color, width=width)
+
+
+def _save_svg(reports: list[Report], svg: Path | None) -> None:
+    if svg is not None:
+        from resnet_trace.render.table import render_svg
+
+        write_output(render_svg(reports), svg)
+
+
+def _reports(traces: list, depth: Depth, collapse: bool, pattern: str | None) -> list[Report]:
+    from resnet_trace.views import view
+
+    return [
+        Report(
+            trace=t,
+            rows=tuple(view(t.rows, depth, fold=collapse, pattern=pattern)),
+            depth=depth,
+            collapsed=collapse,
+            filter=pattern,
+        )
+        for t in traces
+    ]
+
+
+def _finish(traces: list, reports: list[Report], fmt: Format, output: Path | None, svg: Path | None) -> int:
+    write_output(render(reports, fmt, output), output)
+    _save_svg(reports, svg)
+    failed = [t for t in traces if t.error is not None]
+    for t in failed[:3]:
+        _say(
+            f"{'x'.join(map(str, t.input_shape))}: stopped at {t.error.module}: {t.error.message}; {t.error.hint}"
+        )
+    if len(failed) > 3:
+        _say(f"... and {len(failed) - 3} more inputs failed")
+    return ExitCode.MODEL_REJECTED if failed else ExitCode.OK
+
+
+def _target(
+    spec: ModelSpec,
+    model: str | None,
+    block: str,
+    skip: str,
+    device: str = "meta",
+    init_seed: int | None = None,
+):
+    if model is None:
+        from resnet_trace.api import build_target
+
+        return build_target(spec, device=device, init_seed=init_seed)
+    from resnet_trace.usermodel import load_user_target
+
+    return load_user_target(
+        model, spec, block=block, skip=_skip_names(skip), device=device, init_seed=init_seed
+    )
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def summary(
+    base_dim: BaseDim = 64,
+    num_classes: NumClasses = 2,
+    input: Inputs = None,
+    format: FormatOpt = Format.table,
+    output: Output = None,
+    variant: VariantOpt = Variant.seed,
+    head: HeadOpt = Head.avgpool7,
+    depth: DepthOpt = Depth.BLOCK,
+    collapse: CollapseOpt = False,
+    filter: FilterOpt = None,
+    model: ModelOpt = None,
+    block: BlockOpt = "BottleNeck",
+    skip: SkipOpt = "downsample,dim_equalizer",
+    svg: SvgOpt = None,
+    debug: DebugOpt = False,
+) -> int:
+    """Shapes, params, MACs and skip paths per block, without weights or activations (meta device)."""
+    spec = _spec(base_dim, num_classes, variant, head)
+    shapes = expand_inputs(input or ["1x3x224x224"])
+    if filter:
+        from resnet_trace.views import filter_rows
+
+        filter_rows((), filter)  # validate the regex before any work
+    from resnet_trace.api import trace_shapes
+
+    target = _target(spec, model, block, skip)
+    traces = [trace_shapes(target, shape) for shape in shapes]
+    return _finish(traces, _reports(traces, depth, collapse, filter), format, output, svg)
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def run(
+    base_dim: BaseDim = 64,
+    num_classes: NumClasses = 2,
+    input: Inputs = None,
+    input_file: Annotated[
+        Path | None,
+        typer.Option("--input-file", help="A .pt tensor (weights-only) or .npy array (no pickles)."),
+    ] = None,
+    weights: Annotated[
+        Path | None,
+        typer.Option(
+            "--weights", help="A checkpoint saved from the seed's code or this tool (loaded weights-only)."
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seeds the initialisation and the random input.")] = 0,
+    repeat: Annotated[
+        int, typer.Option("--repeat", help="Timed forwards after one warm-up; per-block medians.")
+    ] = 1,
+    top_k: Annotated[int, typer.Option("--top-k", help="Classes to show per sample.")] = 5,
+    device: Annotated[
+        DeviceName, typer.Option("--device", help="Where to run; auto picks cuda when present.")
+    ] = DeviceName.cpu,
+    dtype: Annotated[DType, typer.Option("--dtype", help="Parameter and input dtype.")] = DType.float32,
+    format: FormatOpt = Format.table,
+    output: Output = None,
+    variant: VariantOpt = Variant.seed,
+    head: HeadOpt = Head.avgpool7,
+    depth: DepthOpt = Depth.BLOCK,
+    collapse: CollapseOpt = False,
+    filter: FilterOpt = None,
+    model: ModelOpt = None,
+    block: BlockOpt = "BottleNeck",
+    skip: SkipOpt = "downsample,dim_equalizer",
+    svg: SvgOpt = None,
+    debug: DebugOpt = False,
+) -> int:
+    """A real forward (eval, no_grad) with per-block time and activation statistics, logits and top-k."""
+    spec = _spec(base_dim, num_classes, variant, head)
+    positive("--repeat", repeat)
+    positive("--top-k", top_k)
+    if input_file is not None and input:
+        raise UsageError("give --input or --input-file, not both")
+    shapes = expand_inputs(input or ["1x3x224x224"]) if input_file is None else []
+    if filter:
+        from resnet_trace.views import filter_rows
+
+        filter_rows((), filter)
+    from resnet_trace import api
+
+    dev = api.resolve_device(device.value)
+    torch_dtype = api.DTYPES[dtype.value]
+    x_file = None
+    if input_file is not None:
+        from resnet_trace.loading import load_input
+
+        x_file = load_input(input_file)
+        shapes = [tuple(int(d) for d in x_file.shape)]
+    if dev == "meta":
+        target = _target(spec, model, block, skip)
+        traces = [api.trace_shapes(target, s, command="run") for s in shapes]
+        return _finish(traces, _reports(traces, depth, collapse, filter), format, output, svg)
+    # Memory guard: a shape-only trace first, then refuse what cannot fit.
+    from resnet_trace.memory import guard
+
+    meta_target = _target(spec, model, block, skip)
+    elsize = torch_dtype.itemsize
+    for s in shapes:
+        guard(api.trace_shapes(meta_target, s), elsize, where=f"{dev} memory" if dev != "cpu" else "memory")
+    if weights is not None:
+        target = meta_target  # weights are assigned into the meta-built model: no wasted init
+        from resnet_trace.loading import load_weights
+
+        load_weights(weights, target.model, spec)
+        target.model.to(device=dev, dtype=torch_dtype)
+    else:
+        target = _target(spec, model, block, skip, device=dev, init_seed=seed)
+        target.model.to(dtype=torch_dtype)
+    progress_ctx = _progress(repeat * len(shapes))
+    traces = []
+    with progress_ctx as advance:
+        for s in shapes:
+            x = (
+                x_file.to(device=dev, dtype=torch_dtype)
+                if x_file is not None
+                else api.random_input(s, seed=seed, device=dev, dtype=torch_dtype)
+            )
+            traces.append(
+                api.trace_run(
+                    target,
+                    x,
+                    repeat=repeat,
+                    top_k=top_k,
+                    seed=seed if x_file is None else None,
+                    weights=str(weights) if weights else None,
+                    input_file=str(input_file) if input_file else None,
+                    progress=advance,
+                )
+            )
+    return _finish(traces, _reports(traces, depth, collapse, filter), format, output, svg)
+
+
+class _progress:
+    """A Rich progress bar on stderr for long runs, only when both stdout and stderr are terminals."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.bar = None
+
+    def __enter__(self):
+        if self.total < 3 or not (sys.stdout.isatty() and sys.stderr.isatty()):
+            return None
+        from rich.console import Console
+        from rich.progress import Progress
+
+        self.bar = Progress(console=Console(stderr=True), transient=True)
+        self.bar.__enter__()
+        self.task = self.bar.add_task("timed forwards", total=self.total)
+        done = [0]
+
+        def advance(i: int) -> None:
+            done[0] += 1
+            self.bar.update(self.task, completed=done[0])
+
+        return advance
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

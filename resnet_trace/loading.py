@@ -1,0 +1,135 @@
+"""Reading what users give us: checkpoints and input tensors, never unpickled unsafely."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+
+from resnet_trace.errors import UsageError
+from resnet_trace.spec import ModelSpec
+
+WRAPPERS = ("state_dict", "model", "model_state_dict", "net")
+
+
+def _readable(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise UsageError(f"{what} {str(path)!r} does not exist")
+    if path.is_dir():
+        raise UsageError(f"{what} {str(path)!r} is a directory, not a file")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{what} {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+    return path
+
+
+def safe_torch_load(path: Path, what: str) -> object:
+    """``torch.load`` with ``weights_only=True``: a pickle that would run code is refused, unrun."""
+    _readable(path, what)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        detail = f" ({first[:160]})" if first else ""
+        raise UsageError(
+            f"{what} {str(path)!r} was refused: it is not a plain tensor file and unpickling it "
+            f"could run code; only weights-only files are loaded{detail}"
+        ) from None
+    except (RuntimeError, EOFError, ValueError, OSError, AttributeError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"{what} {str(path)!r} is not a readable torch file: {first[:200]}") from None
+
+
+def unwrap_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
+    """Accept a bare ``state_dict`` or one wrapped as ``{"state_dict": ...}`` / ``{"model": ...}``."""
+    if isinstance(obj, dict):
+        for key in WRAPPERS:
+            inner = obj.get(key)
+            if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+                obj = inner
+                break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UsageError(
+            f"--weights {str(path)!r} holds no state_dict (expected a dict of tensors, "
+            f"bare or under 'state_dict' or 'model')"
+        )
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def checkpoint_config(sd: dict[str, torch.Tensor]) -> ModelSpec | None:
+    """base_dim, num_classes and variant read from a seed checkpoint's tensor shapes."""
+    stem, fc = sd.get("layer_1.0.weight"), sd.get("fc_layer.weight")
+    if stem is None or fc is None or stem.dim() != 4 or fc.dim() != 2:
+        return None
+    variant = "seed" if "layer_2.1.dim_equalizer.weight" in sd else "fixed"
+    return ModelSpec(base_dim=int(stem.shape[0]), num_classes=int(fc.shape[0]), variant=variant)
+
+
+def load_weights(path: Path, model: torch.nn.Module, spec: ModelSpec) -> None:
+    """Load a checkpoint strictly into ``model``; name the flags that fit when it does not."""
+    sd = unwrap_state_dict(safe_torch_load(path, "--weights"), path)
+    held = checkpoint_config(sd)
+    if held is not None and (held.base_dim, held.num_classes, held.variant) != (
+        spec.base_dim,
+        spec.num_classes,
+        spec.variant,
+    ):
+        flags = f"--base-dim {held.base_dim} --num-classes {held.num_classes}"
+        if held.variant != "seed":
+            flags += f" --variant {held.variant}"
+        raise UsageError(
+            f"--weights {str(path)!r} holds base_dim {held.base_dim}, num_classes {held.num_classes}"
+            f" ({held.variant} variant), not base_dim {spec.base_dim}, num_classes {spec.num_classes}"
+            f" ({spec.variant}): run with {flags}"
+        )
+    try:
+        model.load_state_dict(sd, strict=True, assign=True)
+    except RuntimeError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        detail = lines[1] if len(lines) > 1 else (lines[0] if lines else "")
+        raise UsageError(f"--weights {str(path)!r} does not fit this model: {detail[:240]}") from None
+
+
+def load_input(path: Path) -> torch.Tensor:
+    """A ``.pt`` tensor (weights-only) or a ``.npy`` array (no pickles); 3-D gains a batch axis."""
+    suffix = path.suffix.lower()
+    if suffix in (".pt", ".pth"):
+        obj = safe_torch_load(path, "--input-file")
+        if isinstance(obj, dict) and len(obj) == 1:
+            obj = next(iter(obj.values()))
+        if not isinstance(obj, torch.Tensor):
+            raise UsageError(f"--input-file {str(path)!r} holds a {type(obj).__name__}, not a tensor")
+        x = obj
+    elif suffix == ".npy":
+        _readable(path, "--input-file")
+        try:
+            import numpy as np
+        except ImportError:
+            raise UsageError("--input-file: reading .npy needs numpy (pip install numpy)") from None
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except ValueError as exc:
+            raise UsageError(f"--input-file {str(path)!r} was refused: {exc}") from None
+        except OSError as exc:
+            raise UsageError(f"--input-file {str(path)!r} is not a readable .npy file: {exc}") from None
+        if arr.dtype.kind not in "fiub":
+            raise UsageError(f"--input-file {str(path)!r} holds {arr.dtype} data, not numbers")
+        x = torch.from_numpy(np.ascontiguousarray(arr))
+    else:
+        raise UsageError(
+            f"--input-file {str(path)!r}: expected a .pt tensor or a .npy array "
+            "(images are not read: convert them to .npy first)"
+        )
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise UsageError(
+            f"--input-file {str(path)!r} holds a tensor of shape {'x'.join(map(str, x.shape))}; "
+            "expected Nx3xHxW (or 3xHxW)"
+        )
+    if not x.is_floating_point():
+        x = x.float()
+    return x

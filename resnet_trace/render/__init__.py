@@ -1,0 +1,1 @@
+"""Renderers: frozen records in, text out. Nothing here imports torch (a test checks)."""

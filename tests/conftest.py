@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/arith.py
+
+SEED_FILE = Path(__file__).resolve().parents[2] / "shared" / "seeds" / "000_61a18f5c0186fe4d.txt"
+
+
+class Cli:
+    """Drive the real CLI in-process; stdout and stderr apart."""
+
+    def __init__(self) -> None:
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, code: int | None = 0, input: str | None = None):
+        from resnet_trace.cli import app
+
+        result = self.runner.invoke(app, [str(a) for a in args], prog_name="resnet-trace", input=input)
+        if code is not None:
+            assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
+        assert "Traceback" not in result.stdout + result.stderr
+        return result
+
+    def json(self, *args: str, code: int | None = 0):
+        result = self(*args, "--format", "json", code=code)
+        return json.loads(result.stdout)
+
+
+@pytest.fixture
+def cli() -> Cli:
+    return Cli()
+
+
+@pytest.fixture(scope="session")
+def seed_module():
+    """The seed's own code, executed from the code review (the spec we must match)."""
+    if not SEED_FILE.exists():
+        pytest.skip(f"seed file not found at {SEED_FILE}")
+    text = SEED_FILE.read_text(encoding="utf-8")
+    code = text[text.index("from torch import nn") : text.index("[reference]")]
+    code = code.replace("import torchsummary\n", "")
+    namespace: dict = {"__name__": "seed"}
+    exec(compile(code, str(SEED_FILE), "exec"), namespace)
+    return namespace
