@@ -503,6 +503,226 @@ class _progress:
             self.bar.__exit__(None, None, None)
 
 
+def _override(
+    doc: dict, base_dim: int | None, num_classes: int | None, variant: Variant | None, head: Head | None
+) -> ModelSpec:
+    m = doc.get("model") or {}
+    return ModelSpec(
+        base_dim=positive("--base-dim", base_dim if base_dim is not None else int(m.get("base_dim") or 64)),
+        num_classes=positive(
+            "--num-classes", num_classes if num_classes is not None else int(m.get("num_classes") or 2)
+        ),
+        variant=variant.value
+        if variant is not None
+        else (m.get("variant") if m.get("variant") in ("seed", "fixed") else "seed"),
+        head=head.value
+        if head is not None
+        else (m.get("head") if m.get("head") in ("avgpool7", "adaptive") else "avgpool7"),
+    )
+
+
+def _emit_differences(diffs: list, fmt: Format, output: Path | None, expected: str, got: str) -> int:
+    from resnet_trace.render.diffs import render_differences
+
+    color, width = _color(output)
+    write_output(
+        render_differences(diffs, fmt.value, expected=expected, got=got, color=color, width=width), output
+    )
+    if diffs:
+        _say(f"{len(diffs)} difference(s) between {expected} and {got}")
+        return ExitCode.DIFFERENCES
+    return ExitCode.OK
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def check(
+    golden: Annotated[Path, typer.Argument(help="A trace saved with --format json (or jsonl).")],
+    base_dim: Annotated[
+        int | None, typer.Option("--base-dim", help="Override the recorded base_dim.")
+    ] = None,
+    num_classes: Annotated[
+        int | None, typer.Option("--num-classes", help="Override the recorded num_classes.")
+    ] = None,
+    input: Annotated[
+        list[str] | None, typer.Option("--input", "-i", help="Override the recorded input(s).")
+    ] = None,
+    variant: Annotated[
+        Variant | None, typer.Option("--variant", help="Override the recorded variant.")
+    ] = None,
+    head: Annotated[Head | None, typer.Option("--head", help="Override the recorded head.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="Override the recorded --model (importing it RUNS ITS CODE)."),
+    ] = None,
+    format: FormatOpt = Format.table,
+    output: Output = None,
+    debug: DebugOpt = False,
+) -> int:
+    """Re-trace with the configuration recorded in GOLDEN and compare every shape, skip, param and MAC count."""
+    from resnet_trace.diffing import compare_all, load_documents
+
+    golden_docs = load_documents(golden)
+    overrides = expand_inputs(input) if input else None
+    from resnet_trace.api import trace_shapes
+    from resnet_trace.render.data import trace_dict
+
+    got_docs = []
+    targets: dict = {}
+    plan = [(d, s) for d in golden_docs for s in ([tuple(d["input_shape"])] if overrides is None else [None])]
+    if overrides is not None:
+        plan = [(golden_docs[min(i, len(golden_docs) - 1)], s) for i, s in enumerate(overrides)]
+    for doc, shape in plan:
+        spec = _override(doc, base_dim, num_classes, variant, head)
+        m = doc.get("model") or {}
+        ref = (
+            model if model is not None else (None if m.get("source", "builtin") == "builtin" else m["source"])
+        )
+        key = (spec, ref)
+        if key not in targets:
+            targets[key] = _target(
+                spec,
+                ref,
+                m.get("block", "BottleNeck"),
+                ",".join(m.get("skip") or ["downsample", "dim_equalizer"]),
+            )
+        t = trace_shapes(targets[key], tuple(shape) if shape is not None else tuple(doc["input_shape"]))
+        depth = Depth(doc.get("depth", "block"))
+        report = _reports([t], depth, bool(doc.get("collapsed")), doc.get("filter"))[0]
+        got_docs.append(trace_dict(report))
+    diffs = compare_all(golden_docs, got_docs)
+    return _emit_differences(diffs, format, output, str(golden), "this trace")
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def diff(
+    a: Annotated[Path, typer.Argument(help="The expected trace (json or jsonl).")],
+    b: Annotated[Path, typer.Argument(help="The trace to compare with it.")],
+    format: FormatOpt = Format.table,
+    output: Output = None,
+    debug: DebugOpt = False,
+) -> int:
+    """Compare two saved traces: every shape, skip path, param and MAC count (exit 1 when they differ)."""
+    from resnet_trace.diffing import compare_all, load_documents
+
+    return _emit_differences(
+        compare_all(load_documents(a), load_documents(b)), format, output, str(a), str(b)
+    )
+
+
+@app.command()
+def schema(output: Output = None) -> int:
+    """Print the JSON Schema of the trace document (resnet-trace/1)."""
+    from importlib.resources import files
+
+    write_output(files("resnet_trace").joinpath("schema.json").read_text(encoding="utf-8"), output)
+    return ExitCode.OK
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def compare(
+    base_dim: BaseDim = 64,
+    num_classes: NumClasses = 2,
+    input: Annotated[str, typer.Option("--input", "-i", help="Input shape NxCxHxW.")] = "1x3x224x224",
+    head: HeadOpt = Head.avgpool7,
+    format: FormatOpt = Format.table,
+    output: Output = None,
+    svg: SvgOpt = None,
+    debug: DebugOpt = False,
+) -> int:
+    """The seed beside its fixed variant: per block skip path, params and MACs, and the difference."""
+    from resnet_trace.api import build_target, trace_shapes
+    from resnet_trace.render.compare import compare_renderables, render_compare
+
+    (shape,) = expand_inputs([input])[:1] or [None]
+    reports = []
+    for variant in (Variant.seed, Variant.fixed):
+        spec = _spec(base_dim, num_classes, variant, head)
+        reports.append(_reports([trace_shapes(build_target(spec), shape)], Depth.BLOCK, False, None)[0])
+    color, width = _color(output)
+    write_output(render_compare(reports[0], reports[1], format.value, color=color, width=width), output)
+    if svg is not None:
+        from resnet_trace.render.table import svg_of
+
+        write_output(svg_of(compare_renderables(reports[0], reports[1])), svg)
+    failed = [r.trace for r in reports if r.trace.error is not None]
+    if failed:
+        _say(f"stopped at {failed[0].error.module}: {failed[0].error.message}; {failed[0].error.hint}")
+        return ExitCode.MODEL_REJECTED
+    return ExitCode.OK
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def graph(
+    base_dim: BaseDim = 64,
+    num_classes: NumClasses = 2,
+    input: Annotated[str, typer.Option("--input", "-i", help="Input shape NxCxHxW.")] = "1x3x224x224",
+    format: Annotated[
+        GraphFormat, typer.Option("--format", "-f", help="mermaid (renders on GitHub) or dot (Graphviz).")
+    ] = GraphFormat.mermaid,
+    variant: VariantOpt = Variant.seed,
+    head: HeadOpt = Head.avgpool7,
+    output: Output = None,
+    model: ModelOpt = None,
+    block: BlockOpt = "BottleNeck",
+    skip: SkipOpt = "downsample,dim_equalizer",
+    debug: DebugOpt = False,
+) -> int:
+    """The block chain as Mermaid or DOT text: each skip path its own labelled edge, stages as subgraphs."""
+    from resnet_trace.api import trace_shapes
+    from resnet_trace.render.graph import render_graph
+
+    spec = _spec(base_dim, num_classes, variant, head)
+    t = trace_shapes(_target(spec, model, block, skip), expand_inputs([input])[0])
+    write_output(render_graph(t, format.value), output)
+    if t.error is not None:
+        _say(f"stopped at {t.error.module}: {t.error.message}; {t.error.hint}")
+        return ExitCode.MODEL_REJECTED
+    return ExitCode.OK
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def tree(
+    base_dim: BaseDim = 64,
+    num_classes: NumClasses = 2,
+    input: Annotated[
+        str, typer.Option("--input", "-i", help="Input shape of the trace that marks what ran.")
+    ] = "1x3x224x224",
+    variant: VariantOpt = Variant.seed,
+    head: HeadOpt = Head.avgpool7,
+    format: Annotated[
+        Format, typer.Option("--format", "-f", help="table (a Rich tree) or json.")
+    ] = Format.table,
+    output: Output = None,
+    model: ModelOpt = None,
+    block: BlockOpt = "BottleNeck",
+    skip: SkipOpt = "downsample,dim_equalizer",
+    debug: DebugOpt = False,
+) -> int:
+    """The module tree with parameter counts, marking the modules that never run in a trace."""
+    from resnet_trace.tracer import module_tree, run_forward
+
+    spec = _spec(base_dim, num_classes, variant, head)
+    target = _target(spec, model, block, skip)
+    import torch
+
+    rec, _, _ = run_forward(target, torch.empty(expand_inputs([input])[0], device="meta"), shape_only=True)
+    root = module_tree(target.model, rec.ran)
+    if format in (Format.json, Format.jsonl):
+        import json
+
+        from resnet_trace.render.tree import tree_doc
+
+        write_output(json.dumps(tree_doc(root), indent=2 if format is Format.json else None) + "\n", output)
+    elif format is Format.table:
+        from resnet_trace.render.tree import render_tree
+
+        color, width = _color(output)
+        write_output(render_tree(root, color=color, width=width), output)
+    else:
+        raise UsageError(f"tree --format {format.value}: use table or json")
+    return ExitCode.OK
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

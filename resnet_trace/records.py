@@ -142,3 +142,17 @@ class Report:
     depth: Depth = Depth.BLOCK
     collapsed: bool = False
     filter: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TreeNode:
+    """One module in the module tree (``resnet-trace tree``)."""
+
+    name: str  # full path; "" for the root
+    attr: str  # its attribute name under its parent
+    type: str
+    params: int  # parameters under it, each counted once
+    own_params: int  # parameters registered directly on it
+    ran: bool
+    alias_of: str | None  # a shared module seen again: the path where it was first shown
+    children: tuple[TreeNode, ...] = ()

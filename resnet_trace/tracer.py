@@ -25,6 +25,7 @@ from resnet_trace.records import (
     Shape,
     Totals,
     TraceError,
+    TreeNode,
 )
 
 POOL_TYPES = (nn.AvgPool2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
@@ -470,3 +471,30 @@ def diagnose(target: Target, recorder: Recorder, exc: BaseException, rows: tuple
 
 def shape_str(shape: Shape | None) -> str:
     return "x".join(str(d) for d in shape) if shape else "-"
+
+
+def module_tree(model: nn.Module, ran: set[int]) -> TreeNode:
+    """The module tree as frozen records; a shared module is expanded once, then shown as an alias."""
+    first: dict[int, str] = {}
+
+    def node(module: nn.Module, name: str, attr: str) -> TreeNode:
+        alias = first.get(id(module))
+        if alias is None:
+            first[id(module)] = name
+        children = (
+            ()
+            if alias is not None
+            else tuple(node(child, f"{name}.{a}" if name else a, a) for a, child in module.named_children())
+        )
+        return TreeNode(
+            name=name,
+            attr=attr,
+            type=type(module).__name__,
+            params=param_count(module),
+            own_params=sum(p.numel() for p in module.parameters(recurse=False)),
+            ran=id(module) in ran,
+            alias_of=alias,
+            children=children,
+        )
+
+    return node(model, "", "")

@@ -208,12 +208,21 @@ def make_console(*, color: bool, width: int, record: bool = False) -> Console:
 def render_table(reports: Sequence[Report], *, color: bool = False, width: int = 160) -> str:
     console = make_console(color=color, width=width)
     console.print(Group(*renderables(reports)))
+    return console_text(console)
+
+
+def console_text(console: Console) -> str:
+    """What a ``make_console`` console printed, without the padding Rich adds at line ends."""
     text = console.file.getvalue()  # type: ignore[attr-defined]
     return "".join(line.rstrip() + "\n" for line in text.splitlines())
 
 
 def render_svg(reports: Sequence[Report], *, width: int = 140, title: str = "resnet-trace") -> str:
     """The table as a deterministic SVG picture (fixed width, fixed ids)."""
+    return svg_of(renderables(reports), width=width, title=title)
+
+
+def svg_of(items: Sequence[RenderableType], *, width: int = 140, title: str = "resnet-trace") -> str:
     console = make_console(color=True, width=width, record=True)
-    console.print(Group(*renderables(reports)))
+    console.print(Group(*items))
     return console.export_svg(title=title, unique_id="resnet-trace")
