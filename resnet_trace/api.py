@@ -25,6 +25,7 @@ from resnet_trace.tracer import (
     Target,
     diagnose,
     freeze_rows,
+    row_keys,
     run_forward,
     timed_forwards,
     totals,
@@ -46,16 +47,26 @@ def resolve_device(name: str) -> str:
     return name
 
 
+def device_memory(device: str) -> int | None:
+    """Free memory on an accelerator; ``None`` for the CPU (the guard reads the host's)."""
+    if device == "cuda":
+        return int(torch.cuda.mem_get_info()[0])
+    return None
+
+
 def build_target(spec: ModelSpec, *, device: str = "meta", init_seed: int | None = None) -> Target:
-    """The built-in seed model. On ``meta`` no weights are initialised and no memory is spent."""
+    """The built-in seed model. On ``meta`` no weights are initialised and no memory is spent.
+
+    Elsewhere the weights get PyTorch's default initialisation on the CPU under
+    ``init_seed`` and are then moved, so a seed gives the same model on every device.
+    """
     if device == "meta":
         with torch.device("meta"):
             model = ResNet(spec.base_dim, spec.num_classes, variant=spec.variant, head=spec.head)
     else:
         if init_seed is not None:
             torch.manual_seed(init_seed)
-        with torch.device(device):
-            model = ResNet(spec.base_dim, spec.num_classes, variant=spec.variant, head=spec.head)
+        model = ResNet(spec.base_dim, spec.num_classes, variant=spec.variant, head=spec.head).to(device)
     from resnet_trace.model import BottleNeck
 
     info = ModelInfo(spec.base_dim, spec.num_classes, spec.variant, spec.head)
@@ -98,8 +109,12 @@ def trace_run(
     weights: str | None = None,
     input_file: str | None = None,
     progress: Callable[[int], None] | None = None,
+    leaf_times: bool = False,
 ) -> Trace:
-    """A real forward with statistics; ``repeat`` > 1 adds timed passes and reports medians."""
+    """A real forward with statistics; ``repeat`` > 1 adds timed passes and reports medians.
+
+    Timed passes hook only the row modules unless ``leaf_times`` (for ``--depth layer``).
+    """
     device = x.device.type
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     sync()
@@ -107,12 +122,17 @@ def trace_run(
     rec, out, failure = run_forward(target, x, stats=True)
     sync()
     first_wall = time.perf_counter() - t0
-    times: list[float] | None = None
+    times: list[float | None] | None = None
     forward_ms = first_wall * 1000
     overhead_ms = None
     if failure is None and (repeat > 1 or device == "cuda"):
-        per_row, hooked_walls, plain_walls = timed_forwards(target, x, max(repeat, 1), progress)
-        times = [statistics.median(t[i] for t in per_row if t[i] is not None) for i in range(len(rec.rows))]
+        per_row, hooked_walls, plain_walls = timed_forwards(
+            target, x, max(repeat, 1), progress, leaves=leaf_times
+        )
+        times = []
+        for key in row_keys(rec.rows):
+            samples = [t[key] for t in per_row if t.get(key) is not None]
+            times.append(statistics.median(samples) if samples else None)
         forward_ms = statistics.median(hooked_walls) * 1000
         overhead_ms = (statistics.median(hooked_walls) - statistics.median(plain_walls)) * 1000
     rows = freeze_rows(rec, times)

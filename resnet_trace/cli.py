@@ -438,9 +438,14 @@ def run(
     from resnet_trace.memory import guard
 
     meta_target = _target(spec, model, block, skip)
-    elsize = torch_dtype.itemsize
+    room = api.device_memory(dev)
     for s in shapes:
-        guard(api.trace_shapes(meta_target, s), elsize, where=f"{dev} memory" if dev != "cpu" else "memory")
+        guard(
+            api.trace_shapes(meta_target, s),
+            torch_dtype.itemsize,
+            available=room,
+            where="memory" if dev == "cpu" else f"{dev} memory",
+        )
     if weights is not None:
         target = meta_target  # weights are assigned into the meta-built model: no wasted init
         from resnet_trace.loading import load_weights
@@ -469,6 +474,7 @@ def run(
                     weights=str(weights) if weights else None,
                     input_file=str(input_file) if input_file else None,
                     progress=advance,
+                    leaf_times=depth is Depth.LAYER,
                 )
             )
     return _finish(traces, _reports(traces, depth, collapse, filter), format, output, svg)
@@ -568,8 +574,9 @@ def check(
 
     got_docs = []
     targets: dict = {}
-    plan = [(d, s) for d in golden_docs for s in ([tuple(d["input_shape"])] if overrides is None else [None])]
-    if overrides is not None:
+    if overrides is None:
+        plan = [(doc, tuple(doc["input_shape"])) for doc in golden_docs]
+    else:  # inputs given on the command line replace the recorded ones, in order
         plan = [(golden_docs[min(i, len(golden_docs) - 1)], s) for i, s in enumerate(overrides)]
     for doc, shape in plan:
         spec = _override(doc, base_dim, num_classes, variant, head)
@@ -585,7 +592,7 @@ def check(
                 m.get("block", "BottleNeck"),
                 ",".join(m.get("skip") or ["downsample", "dim_equalizer"]),
             )
-        t = trace_shapes(targets[key], tuple(shape) if shape is not None else tuple(doc["input_shape"]))
+        t = trace_shapes(targets[key], shape)
         depth = Depth(doc.get("depth", "block"))
         report = _reports([t], depth, bool(doc.get("collapsed")), doc.get("filter"))[0]
         got_docs.append(trace_dict(report))

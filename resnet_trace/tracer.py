@@ -275,14 +275,23 @@ class Recorder:
 
 
 @contextlib.contextmanager
-def hooked(target: Target, *, stats: bool = False, events: bool = False) -> Iterator[Recorder]:
-    """Hook every module of ``target.model``; always remove the hooks and restore ``training``."""
+def hooked(
+    target: Target, *, stats: bool = False, events: bool = False, leaves: bool = True
+) -> Iterator[Recorder]:
+    """Hook the modules of ``target.model``; always remove the hooks and restore ``training``.
+
+    ``leaves=False`` hooks only the row modules (stages, blocks, stem, head): the light
+    hooks of timed passes, which then record no layer rows, MACs or skip paths.
+    """
     model = target.model
     recorder = Recorder(target, stats=stats, events=events)
     training = model.training
     handles = []
+    modules = list(model.modules())
+    if not leaves:
+        modules = [m for m in modules if id(m) in recorder.roles]
     try:
-        for module in model.modules():
+        for module in modules:
             handles.append(module.register_forward_pre_hook(recorder.pre))
             handles.append(module.register_forward_hook(recorder.post))
         yield recorder
@@ -332,7 +341,7 @@ def _conv_info(module: nn.Module) -> ConvInfo | None:
 
 
 def freeze_rows(
-    recorder: Recorder, times: list[float] | None = None, *, timed: bool = True
+    recorder: Recorder, times: list[float | None] | None = None, *, timed: bool = True
 ) -> tuple[Row, ...]:
     """Finished rows in forward order; blocks count how many ran under each stage."""
     ran = recorder.ran
@@ -403,25 +412,44 @@ def run_forward(
     return rec, out, failure
 
 
+def row_keys(rows: list[_Open]) -> list[tuple[str, int]]:
+    """(name, occurrence) of each row: the same key in every pass of the same forward."""
+    seen: dict[str, int] = {}
+    keys = []
+    for r in rows:
+        seen[r.name] = seen.get(r.name, 0) + 1
+        keys.append((r.name, seen[r.name]))
+    return keys
+
+
 def timed_forwards(
-    target: Target, x: torch.Tensor, repeat: int, progress: Callable[[int], None] | None = None
-) -> tuple[list[list[float | None]], list[float], list[float]]:
-    """``repeat`` hooked and ``repeat`` plain forwards, alternated; per-row times and walls."""
+    target: Target,
+    x: torch.Tensor,
+    repeat: int,
+    progress: Callable[[int], None] | None = None,
+    *,
+    leaves: bool = False,
+) -> tuple[list[dict[tuple[str, int], float | None]], list[float], list[float]]:
+    """``repeat`` hooked and ``repeat`` plain forwards, alternated; per-row times and walls.
+
+    Rows are keyed by (name, occurrence). Without ``leaves`` only the row modules are hooked,
+    so the hooks cost little next to the blocks they time.
+    """
     device = x.device.type
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    per_row: list[list[float | None]] = []
+    per_row: list[dict[tuple[str, int], float | None]] = []
     hooked_walls: list[float] = []
     plain_walls: list[float] = []
     model = target.model
     for i in range(repeat):
-        with hooked(target, events=device == "cuda") as rec, torch.no_grad():
+        with hooked(target, events=device == "cuda", leaves=leaves) as rec, torch.no_grad():
             model.eval()
             sync()
             t0 = time.perf_counter()
             model(x)
             sync()
             hooked_walls.append(time.perf_counter() - t0)
-        per_row.append([r.seconds() for r in rec.rows])
+        per_row.append(dict(zip(row_keys(rec.rows), (r.seconds() for r in rec.rows))))
         with torch.no_grad():
             sync()
             t0 = time.perf_counter()

@@ -92,8 +92,7 @@ def load_user_target(
     else:
         if init_seed is not None:
             torch.manual_seed(init_seed)
-        with torch.device(device):
-            model = _call(factory, spec, ref)
+        model = _call(factory, spec, ref).to(device)
     block_types = {type(m) for m in model.modules() if type(m).__name__ == block}
     if not block_types:
         raise UsageError(f"--model {ref!r} has no module of class {block!r} (set --block)")
