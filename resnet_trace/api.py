@@ -19,12 +19,13 @@ import torch
 from resnet_trace.errors import UsageError
 from resnet_trace.layout import accepted_sizes
 from resnet_trace.model import ResNet
-from resnet_trace.records import ModelInfo, RunInfo, Shape, Trace
+from resnet_trace.records import ModelInfo, RunInfo, Shape, Trace, TraceError, TreeNode
 from resnet_trace.spec import ModelSpec
 from resnet_trace.tracer import (
     Target,
     diagnose,
     freeze_rows,
+    module_tree,
     row_keys,
     run_forward,
     timed_forwards,
@@ -97,6 +98,14 @@ def trace_shapes(target: Target, input_shape: Shape, *, command: str = "summary"
         error=diagnose(target, rec, failure, rows) if failure is not None else None,
         accepted_sizes=target.accepted_sizes,
     )
+
+
+def trace_tree(target: Target, input_shape: Shape) -> tuple[TreeNode, TraceError | None]:
+    """The module tree, marked with what ran in a shape-only trace of ``input_shape``."""
+    x = torch.empty(input_shape, device="meta")
+    rec, _, failure = run_forward(target, x, shape_only=True)
+    error = diagnose(target, rec, failure, freeze_rows(rec, timed=False)) if failure else None
+    return module_tree(target.model, rec.ran), error
 
 
 def trace_run(

@@ -97,6 +97,8 @@ class OneLineErrors(TyperGroup):
             code = rv if isinstance(rv, int) else 0
         except click.exceptions.Exit as exc:
             code = exc.exit_code
+            if code == ExitCode.INTERRUPTED:  # Typer's own handling of Ctrl-C inside a command
+                _say("interrupted")
         except click.exceptions.NoArgsIsHelpError as exc:
             sys.stdout.write(exc.ctx.get_help() + "\n")  # type: ignore[union-attr]
             code = ExitCode.USAGE
@@ -236,21 +238,31 @@ def write_output(text: str, output: Path | None) -> None:
         sys.stdout.flush()
         return
     folder = output.parent if str(output.parent) else Path(".")
+    if output.is_dir():
+        raise UsageError(f"--output {str(output)!r} is a directory; name a file")
     if not folder.is_dir():
         raise UsageError(f"--output {str(output)!r}: folder {str(folder)!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=folder)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=folder)
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        # mkstemp makes the file 0600; give it the mode a plain write would have.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, output)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+        tmp = None
+    except OSError as exc:
+        raise UsageError(f"--output {str(output)!r} cannot be written: {exc.strerror or exc}") from None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
 
 
 def _color(output: Path | None) -> tuple[bool, int]:
@@ -706,14 +718,11 @@ def tree(
     debug: DebugOpt = False,
 ) -> int:
     """The module tree with parameter counts, marking the modules that never run in a trace."""
-    from resnet_trace.tracer import module_tree, run_forward
+    from resnet_trace.api import trace_tree
 
     spec = _spec(base_dim, num_classes, variant, head)
-    target = _target(spec, model, block, skip)
-    import torch
-
-    rec, _, _ = run_forward(target, torch.empty(expand_inputs([input])[0], device="meta"), shape_only=True)
-    root = module_tree(target.model, rec.ran)
+    shape = expand_inputs([input])[0]
+    root, error = trace_tree(_target(spec, model, block, skip), shape)
     if format in (Format.json, Format.jsonl):
         import json
 
@@ -724,9 +733,13 @@ def tree(
         from resnet_trace.render.tree import render_tree
 
         color, width = _color(output)
-        write_output(render_tree(root, color=color, width=width), output)
+        stopped = error.module if error else None
+        write_output(render_tree(root, input_shape=shape, stopped=stopped, color=color, width=width), output)
     else:
         raise UsageError(f"tree --format {format.value}: use table or json")
+    if error is not None:
+        _say(f"stopped at {error.module}: {error.message}; {error.hint}")
+        return ExitCode.MODEL_REJECTED
     return ExitCode.OK
 
 

@@ -14,6 +14,19 @@ from rich.text import Text
 from resnet_trace.diffing import Difference, fmt_value
 
 
+def csv_value(value: object) -> str:
+    """Plain cells for scripts: raw integers, shapes as ``1x256x56x56``, empty for none."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+        return "x".join(map(str, value))
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
 def differences_doc(diffs: Sequence[Difference], expected: str, got: str) -> dict:
     return {
         "schema": "resnet-trace/diff/1",
@@ -41,7 +54,7 @@ def render_differences(
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(["row", "field", "expected", "got"])
         for d in diffs:
-            w.writerow([d.row, d.field, fmt_value(d.expected), fmt_value(d.got)])
+            w.writerow([d.row, d.field, csv_value(d.expected), csv_value(d.got)])
         return buf.getvalue()
     if fmt == "markdown":
         lines = [

@@ -130,7 +130,14 @@ def notes(report: Report) -> list[RenderableType]:
     t = report.trace
     tot = t.totals
     out: list[RenderableType] = []
-    if tot.unused_modules:
+    if tot.unused_modules and t.error is not None:
+        out.append(
+            Text(
+                f"Did not run before the trace stopped: {len(tot.unused_modules)} module(s) holding "
+                f"{tot.params_unused:,} params."
+            )
+        )
+    elif tot.unused_modules:
         out.append(
             Text(
                 f"Never ran: {len(tot.unused_modules)} module(s) holding {tot.params_unused:,} params "
@@ -138,7 +145,7 @@ def notes(report: Report) -> list[RenderableType]:
             )
         )
     if report.filter:
-        out.append(Text(f"Rows filtered by {report.filter!r}; totals cover the whole model."))
+        out.append(Text(f"Rows filtered by '{report.filter}'; totals cover the whole model."))
     if t.run is not None:
         r = t.run
         bits = [f"forward {r.forward_ms:.2f} ms"]

@@ -37,16 +37,26 @@ def never_ran(node: TreeNode) -> list[TreeNode]:
     return out
 
 
-def render_tree(root: TreeNode, *, color: bool = False, width: int = 160) -> str:
+def render_tree(
+    root: TreeNode,
+    *,
+    input_shape: tuple[int, ...] = (1, 3, 224, 224),
+    stopped: str | None = None,
+    color: bool = False,
+    width: int = 160,
+) -> str:
     from resnet_trace.render.table import console_text, make_console
 
     tree = Tree(_label(root))
     _add(tree, root)
     dead = never_ran(root)
     footer = Text(f"total {root.params:,} params")
-    if dead:
+    shape = "x".join(map(str, input_shape))
+    if stopped is not None:
+        footer.append(f"; the trace of {shape} stopped at {stopped}: modules from there on did not run")
+    elif dead:
         footer.append(
-            f"; never ran in a default trace: {', '.join(n.name for n in dead)} "
+            f"; never ran in a trace of {shape}: {', '.join(n.name for n in dead)} "
             f"({sum(n.own_params for n in dead):,} params)"
         )
     console = make_console(color=color, width=width)
