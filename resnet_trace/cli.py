@@ -14,7 +14,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -67,6 +66,18 @@ class GraphFormat(str, Enum):
     dot = "dot"
 
 
+def _click_classes() -> tuple[type, ...]:
+    """Typer's Click exception classes: its bundled copy (typer >= 0.2x) or the click package."""
+    base = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+    return base, sys.modules[base.__module__]  # type: ignore[return-value]
+
+
+_ClickException, _click_exc = _click_classes()
+_EXIT = tuple({typer.Exit, getattr(_click_exc, "Exit", typer.Exit)})
+_ABORT = tuple({typer.Abort, getattr(_click_exc, "Abort", typer.Abort)})
+_NO_ARGS = getattr(_click_exc, "NoArgsIsHelpError", None) or type("_NeverRaised", (Exception,), {})
+
+
 def _say(message: str) -> None:
     """One line on stderr, never parsed as markup."""
     sys.stderr.write(f"resnet-trace: {message}\n")
@@ -95,21 +106,21 @@ class OneLineErrors(TyperGroup):
                 **extra,
             )
             code = rv if isinstance(rv, int) else 0
-        except click.exceptions.Exit as exc:
+        except _EXIT as exc:
             code = exc.exit_code
             if code == ExitCode.INTERRUPTED:  # Typer's own handling of Ctrl-C inside a command
                 _say("interrupted")
-        except click.exceptions.NoArgsIsHelpError as exc:
+        except _NO_ARGS as exc:
             sys.stdout.write(exc.ctx.get_help() + "\n")  # type: ignore[union-attr]
             code = ExitCode.USAGE
-        except click.ClickException as exc:
+        except _ClickException as exc:
             hint = ""
             ctx = getattr(exc, "ctx", None)
             if ctx is not None:
                 hint = f" (see '{ctx.command_path} --help')"
             _say(f"error: {exc.format_message()}{hint}")
             code = ExitCode.USAGE
-        except (KeyboardInterrupt, click.exceptions.Abort):
+        except (KeyboardInterrupt, *_ABORT):
             _say("interrupted")
             code = ExitCode.INTERRUPTED
         except TraceToolError as exc:
@@ -234,8 +245,11 @@ def _skip_names(skip: str) -> tuple[str, ...]:
 def write_output(text: str, output: Path | None) -> None:
     """stdout, or ``output`` written atomically (temporary file in the same folder, then renamed)."""
     if output is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except BrokenPipeError:  # the reader went away (| head): stop quietly
+            _quiet_broken_pipe()
         return
     folder = output.parent if str(output.parent) else Path(".")
     if output.is_dir():

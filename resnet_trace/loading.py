@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -26,19 +28,49 @@ def _readable(path: Path, what: str) -> Path:
     return path
 
 
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
+_PICKLE_PROTO = 0x80  # first byte of a pickle of protocol 2 or later (torch's legacy format)
+_GLOBAL = re.compile(r"GLOBAL\s+([\w.]+)")
+
+
+def _refusal(exc: BaseException) -> str:
+    """The one informative line of PyTorch's long weights-only refusal."""
+    text = str(exc)
+    m = _GLOBAL.search(text)
+    if m:
+        return f"it would import {m.group(1)}"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for ln in lines:
+        if ln.startswith(("Unsupported", "Trying to", "Unpickler")) or "error:" in ln.lower():
+            return ln.rstrip(":")[:160]
+    return (lines[0] if lines else type(exc).__name__)[:160]
+
+
 def safe_torch_load(path: Path, what: str) -> object:
     """``torch.load`` with ``weights_only=True``: a pickle that would run code is refused, unrun."""
     _readable(path, what)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with path.open("rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        raise UsageError(f"{what} {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+    if not head:
+        raise UsageError(f"{what} {str(path)!r} is empty, not a torch file")
+    try:
+        with warnings.catch_warnings():
+            # e.g. "Detected pickle protocol 4": we print one line of our own instead.
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        detail = f" ({first[:160]})" if first else ""
+        if _GLOBAL.search(str(exc)) is None and not (head.startswith(_ZIP_MAGIC) or head[0] == _PICKLE_PROTO):
+            raise UsageError(f"{what} {str(path)!r} is not a file written by torch.save") from None
         raise UsageError(
-            f"{what} {str(path)!r} was refused: it is not a plain tensor file and unpickling it "
-            f"could run code; only weights-only files are loaded{detail}"
+            f"{what} {str(path)!r} was refused: only weights-only files (tensors and dicts of tensors) "
+            f"are loaded, since unpickling anything else could run code ({_refusal(exc)})"
         ) from None
-    except (RuntimeError, EOFError, ValueError, OSError, AttributeError, TypeError) as exc:
+    except MemoryError:
+        raise
+    except Exception as exc:  # whatever torch.load makes of a damaged file, it is the file's fault
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UsageError(f"{what} {str(path)!r} is not a readable torch file: {first[:200]}") from None
 
@@ -123,12 +155,18 @@ def load_input(path: Path) -> torch.Tensor:
             f"--input-file {str(path)!r}: expected a .pt tensor or a .npy array "
             "(images are not read: convert them to .npy first)"
         )
+    if x.is_complex():
+        raise UsageError(f"--input-file {str(path)!r} holds complex numbers, not real ones")
     if x.dim() == 3:
         x = x.unsqueeze(0)
     if x.dim() != 4 or x.shape[1] != 3:
         raise UsageError(
             f"--input-file {str(path)!r} holds a tensor of shape {'x'.join(map(str, x.shape))}; "
             "expected Nx3xHxW (or 3xHxW)"
+        )
+    if x.numel() == 0:
+        raise UsageError(
+            f"--input-file {str(path)!r} holds an empty tensor of shape {'x'.join(map(str, x.shape))}"
         )
     if not x.is_floating_point():
         x = x.float()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from pathlib import Path
 
 from resnet_trace.errors import UsageError
@@ -11,6 +13,12 @@ from resnet_trace.records import Trace
 # Live at once in a no_grad forward of the seed's block: its input, the skip output,
 # a conv output and its ReLU output, then the sum: about four maps of the largest size.
 ACTIVATION_FACTOR = 4
+#: A forward may use at most this share of the memory available.
+SHARE = 0.8
+LIMIT_VAR = "RESNET_TRACE_MEMORY_LIMIT"
+_UNITS = {"": 1, "b": 1, "k": 2**10, "kib": 2**10, "m": 2**20, "mib": 2**20, "g": 2**30, "gib": 2**30}
+_UNITS |= {"t": 2**40, "tib": 2**40}
+_BYTES = re.compile(r"\A\s*(?P<num>[0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*(?P<unit>[a-z]*)\s*\Z", re.I)
 
 
 def _numel(shape: tuple[int, ...] | None) -> int:
@@ -49,13 +57,21 @@ def available_bytes() -> int | None:
             break
         except (OSError, ValueError):
             continue
-    override = os.environ.get("RESNET_TRACE_MEMORY_LIMIT")
-    if override:
-        try:
-            avail = int(float(override))
-        except ValueError:
-            raise UsageError(f"RESNET_TRACE_MEMORY_LIMIT={override!r} is not a number of bytes") from None
-    return avail
+    override = limit_override()
+    return override if override is not None else avail
+
+
+def limit_override() -> int | None:
+    """Bytes from ``RESNET_TRACE_MEMORY_LIMIT`` (``2e9``, ``512MiB``, ``24G``), or None when unset."""
+    raw = os.environ.get(LIMIT_VAR, "").strip()
+    if not raw:
+        return None
+    m = _BYTES.match(raw)
+    unit = _UNITS.get(m["unit"].lower()) if m else None
+    value = float(m["num"]) * unit if m and unit is not None else math.nan
+    if not math.isfinite(value) or value > 2**80:
+        raise UsageError(f"{LIMIT_VAR}={raw!r} is not a number of bytes (e.g. 8000000000, 8e9 or 8GiB)")
+    return int(value)
 
 
 def human(n: float) -> str:
@@ -67,13 +83,21 @@ def human(n: float) -> str:
 
 
 def guard(trace: Trace, element_size: int, *, available: int | None = None, where: str = "memory") -> int:
-    """Refuse (exit 2) a forward whose estimate exceeds 80% of what is available."""
+    """Refuse (exit 2) a forward whose estimate exceeds ``SHARE`` (80%) of what is available.
+
+    ``available`` is what the caller measured (an accelerator's free memory); without it the
+    host's is read. ``RESNET_TRACE_MEMORY_LIMIT`` overrides both.
+    """
     need = estimate_bytes(trace, element_size)
-    avail = available if available is not None else available_bytes()
-    if avail is not None and need > 0.8 * avail:
+    # The environment variable wins over what was measured, here or on an accelerator.
+    override = limit_override()
+    avail = override if override is not None else available if available is not None else available_bytes()
+    set_by = f", set by {LIMIT_VAR}" if override is not None else ""
+    if avail is not None and need > SHARE * avail:
         raise UsageError(
             f"run {'x'.join(map(str, trace.input_shape))} at base_dim {trace.model.base_dim} needs about "
-            f"{human(need)} but {human(avail)} of {where} is available; use 'resnet-trace summary', "
+            f"{human(need)}, over the limit of {human(SHARE * max(avail, 0))} ({SHARE:.0%} of the "
+            f"{human(max(avail, 0))} of {where} available{set_by}); use 'resnet-trace summary', "
             f"which needs no memory, or a smaller batch"
         )
     return need

@@ -9,12 +9,35 @@ from resnet_trace.errors import UsageError
 from resnet_trace.layout import STEM_CHANNELS
 
 SHAPE_FORM = "NxCxHxW with positive integers, e.g. 1x3x224x224"
-# Generous but finite: keeps every count inside int64 and every message sane.
+# Generous but finite limits, chosen so that no tensor of a trace can overflow PyTorch's
+# 64-bit sizes (a meta tensor still computes its storage in bytes):
+#  * each dimension fits a C int;
+#  * N*H*W <= 2**40 and base_dim <= 2**14: every activation of the seed holds at most
+#    32 * base_dim * N*H*W elements (layer_5 at a 1x1 map), 2**59, times 4 bytes;
+#  * num_classes <= 2**20: the logits hold N * num_classes <= 2**60 elements.
 MAX_DIM = 2**31 - 1
-MAX_ELEMENTS = 2**62
+MAX_SAMPLES_AREA = 2**40  # N * H * W
+MAX_BASE_DIM = 2**14  # 256 times the seed's 64
+MAX_NUM_CLASSES = 2**20
+_MAXIMA = {"--base-dim": MAX_BASE_DIM, "--num-classes": MAX_NUM_CLASSES}
 
+_DIGITS = 19  # more digits than this cannot be a dimension; also keeps int() away from huge strings
 _DIM = re.compile(r"[1-9][0-9]*\Z")
-_SWEEP = re.compile(r"\A(?P<lo>\d+)(?:-|\.\.)(?P<hi>\d+)(?::(?P<step>\d+))?\Z")
+_SWEEP = re.compile(r"\A(?P<lo>[0-9]+)(?:-|\.\.)(?P<hi>[0-9]+)(?::(?P<step>[0-9]+))?\Z")
+MAX_SWEEP = 10_000
+
+
+def _quote(value: str) -> str:
+    """The user's value as a Python literal, cut short when it is very long."""
+    return repr(value) if len(value) <= 60 else repr(value[:50]) + f"... ({len(value):,} characters)"
+
+
+def _number(text: str, value: str) -> int:
+    if len(text) > _DIGITS:
+        raise UsageError(
+            f"--input {_quote(value)}: each dimension must be at most {MAX_DIM:,}; expected {SHAPE_FORM}"
+        )
+    return int(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,60 +50,98 @@ class ModelSpec:
     head: str = "avgpool7"
 
 
-def parse_shape(text: str) -> tuple[int, int, int, int]:
-    """Parse ``NxCxHxW``; raise :class:`UsageError` quoting the value otherwise."""
-    raw = text
-    parts = text.strip().lower().split("x")
-    if len(parts) != 4 or not all(_DIM.match(p.strip()) for p in parts):
+def parse_shape(text: str, *, quoted: str | None = None) -> tuple[int, int, int, int]:
+    """Parse ``NxCxHxW``; raise :class:`UsageError` quoting the value otherwise.
+
+    ``quoted`` is the value to quote in messages (the user's sweep, when ``text`` is one size of it).
+    """
+    raw = text if quoted is None else quoted
+    parts = [p.strip() for p in text.strip().lower().split("x")]
+    if len(parts) != 4 or not all(_DIM.match(p) for p in parts):
         hint = ""
-        if len(parts) != 4 and all(_DIM.match(p.strip()) for p in parts):
+        if len(parts) != 4 and all(_DIM.match(p) for p in parts):
             hint = f" (got {len(parts)} dimension{'s' if len(parts) != 1 else ''})"
-        raise UsageError(f"--input {raw!r} is not a shape{hint}: expected {SHAPE_FORM}")
-    dims = tuple(int(p) for p in parts)
+        elif any(p.startswith("-") and _DIM.match(p[1:]) for p in parts):
+            hint = " (dimensions cannot be negative)"
+        elif any(_DIM.match(p) is None and p.strip("0") == "" and p for p in parts):
+            hint = " (dimensions cannot be 0)"
+        raise UsageError(f"--input {_quote(raw)} is not a shape{hint}: expected {SHAPE_FORM}")
+    dims = tuple(_number(p, raw) for p in parts)
     if max(dims) > MAX_DIM:
-        raise UsageError(f"--input {raw!r}: each dimension must be at most {MAX_DIM:,}")
+        raise UsageError(
+            f"--input {_quote(raw)}: each dimension must be at most {MAX_DIM:,}; expected {SHAPE_FORM}"
+        )
     n, c, h, w = dims
-    if n * c * h * w > MAX_ELEMENTS:
-        raise UsageError(f"--input {raw!r} has more elements than any tensor can hold")
+    if n * h * w > MAX_SAMPLES_AREA:
+        raise UsageError(
+            f"--input {_quote(raw)} is too large to trace: N*H*W = {n * h * w:,} is over "
+            f"{MAX_SAMPLES_AREA:,}, beyond what PyTorch's 64-bit tensor sizes can hold at every layer"
+        )
     if c != STEM_CHANNELS:
         raise UsageError(
-            f"--input {raw!r} has {c} channels; the stem's first Conv2d takes {STEM_CHANNELS} "
-            f"(try {n}x{STEM_CHANNELS}x{h}x{w})"
+            f"--input {_quote(raw)} has {c} channel{'s' if c != 1 else ''}; the stem's first Conv2d "
+            f"takes {STEM_CHANNELS} (try {n}x{STEM_CHANNELS}x{h}x{w})"
         )
     return n, c, h, w  # type: ignore[return-value]
 
 
+def _sweep_sizes(value: str, part: str) -> range:
+    m = _SWEEP.match(part)
+    assert m is not None
+    lo, hi = _number(m["lo"], value), _number(m["hi"], value)
+    step = _number(m["step"], value) if m["step"] is not None else 1
+    if lo < 1 or hi < lo or step < 1:
+        raise UsageError(
+            f"--input {_quote(value)}: a sweep is lo-hi[:step] with 1 <= lo <= hi and step >= 1 "
+            f"(e.g. 1x3x190-230x224)"
+        )
+    if (hi - lo) // step + 1 > MAX_SWEEP:
+        raise UsageError(f"--input {_quote(value)} sweeps more than {MAX_SWEEP:,} sizes")
+    return range(lo, hi + 1, step)
+
+
 def expand_inputs(values: list[str]) -> list[tuple[int, int, int, int]]:
-    """Expand ``--input`` values; ``1x3x180-240:4x224`` sweeps one dimension (lo-hi[:step])."""
+    """Expand ``--input`` values into shapes.
+
+    ``1x3x180-240:4x224`` sweeps one dimension (lo-hi[:step]); the same sweep in H and W,
+    ``1x3x190-230x190-230``, sweeps square sizes (H and W together).
+    """
     shapes: list[tuple[int, int, int, int]] = []
     for value in values:
-        parts = value.strip().lower().split("x")
-        sweeps = [i for i, p in enumerate(parts) if _SWEEP.match(p.strip())]
-        if len(parts) == 4 and len(sweeps) == 1:
-            i = sweeps[0]
-            m = _SWEEP.match(parts[i].strip())
-            assert m is not None
-            lo, hi, step = int(m["lo"]), int(m["hi"]), int(m["step"] or 1)
-            if lo < 1 or hi < lo or step < 1:
-                raise UsageError(
-                    f"--input {value!r}: a sweep is lo-hi[:step] with 1 <= lo <= hi and step >= 1"
-                )
-            if (hi - lo) // step + 1 > 10_000:
-                raise UsageError(f"--input {value!r} sweeps more than 10,000 sizes")
-            for size in range(lo, hi + 1, step):
-                parts_i = list(parts)
-                parts_i[i] = str(size)
-                shapes.append(parse_shape("x".join(parts_i)))
-        elif len(parts) == 4 and len(sweeps) > 1:
-            raise UsageError(f"--input {value!r}: sweep one dimension at a time")
-        else:
+        parts = [p.strip() for p in value.strip().lower().split("x")]
+        sweeps = [i for i, p in enumerate(parts) if _SWEEP.match(p)]
+        if len(parts) != 4 or not sweeps:
             shapes.append(parse_shape(value))
+            continue
+        square = sweeps == [2, 3]
+        if len(sweeps) > 1 and not square:
+            raise UsageError(
+                f"--input {_quote(value)}: sweep one dimension, or H and W together with the same "
+                f"range (1x3x190-230x190-230)"
+            )
+        if square and parts[2] != parts[3]:
+            raise UsageError(
+                f"--input {_quote(value)}: H and W sweep together only over the same range "
+                f"(1x3x190-230x190-230); sweep one of them for other sizes"
+            )
+        sizes = _sweep_sizes(value, parts[sweeps[0]])
+        first = list(parts)
+        for i in sweeps:
+            first[i] = str(sizes[0])
+        parse_shape("x".join(first), quoted=value)  # the fixed dimensions, checked once
+        for size in sizes:
+            parts_i = list(parts)
+            for i in sweeps:
+                parts_i[i] = str(size)
+            shapes.append(parse_shape("x".join(parts_i), quoted=value))
     return shapes
 
 
-def positive(name: str, value: int) -> int:
+def positive(name: str, value: int, maximum: int | None = None) -> int:
+    """``value`` of option ``name`` if it is 1 or more (and at most ``maximum``), else a UsageError."""
+    top = maximum if maximum is not None else _MAXIMA.get(name, MAX_DIM)
     if value < 1:
         raise UsageError(f"{name} must be at least 1, not {value}")
-    if value > MAX_DIM:
-        raise UsageError(f"{name} must be at most {MAX_DIM:,}, not {value:,}")
+    if value > top:
+        raise UsageError(f"{name} must be at most {top:,}, not {value:,}")
     return value
