@@ -405,7 +405,10 @@ def run(
     input: Inputs = None,
     input_file: Annotated[
         Path | None,
-        typer.Option("--input-file", help="A .pt tensor (weights-only) or .npy array (no pickles)."),
+        typer.Option(
+            "--input-file",
+            help="A .pt tensor (weights-only), a .npy array (no pickles) or a .png image (scaled to 0-1).",
+        ),
     ] = None,
     weights: Annotated[
         Path | None,

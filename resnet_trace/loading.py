@@ -126,7 +126,10 @@ def load_weights(path: Path, model: torch.nn.Module, spec: ModelSpec) -> None:
 
 
 def load_input(path: Path) -> torch.Tensor:
-    """A ``.pt`` tensor (weights-only) or a ``.npy`` array (no pickles); 3-D gains a batch axis."""
+    """A ``.pt`` tensor (weights-only), a ``.npy`` array (no pickles) or a ``.png`` image.
+
+    A 3-D tensor gains a batch axis; an image becomes 1x3xHxW with values in [0, 1].
+    """
     suffix = path.suffix.lower()
     if suffix in (".pt", ".pth"):
         obj = safe_torch_load(path, "--input-file")
@@ -150,10 +153,21 @@ def load_input(path: Path) -> torch.Tensor:
         if arr.dtype.kind not in "fiub":
             raise UsageError(f"--input-file {str(path)!r} holds {arr.dtype} data, not numbers")
         x = torch.from_numpy(np.ascontiguousarray(arr))
+    elif suffix == ".png":
+        from resnet_trace.png import PNGError, read_png
+
+        _readable(path, "--input-file")
+        try:
+            height, width, rgb = read_png(path.read_bytes())
+        except PNGError as exc:
+            raise UsageError(f"--input-file {str(path)!r}: {exc}") from None
+        # HWC bytes -> 1x3xHxW floats in [0, 1]; the seed defines no other preprocessing.
+        pixels = torch.frombuffer(bytearray(rgb), dtype=torch.uint8).reshape(height, width, 3)
+        x = pixels.permute(2, 0, 1).unsqueeze(0).float().div(255.0)
     else:
         raise UsageError(
-            f"--input-file {str(path)!r}: expected a .pt tensor or a .npy array "
-            "(images are not read: convert them to .npy first)"
+            f"--input-file {str(path)!r}: expected a .pt tensor, a .npy array or a .png image "
+            "(JPEG is not read: convert it to PNG or .npy first)"
         )
     if x.is_complex():
         raise UsageError(f"--input-file {str(path)!r} holds complex numbers, not real ones")

@@ -131,3 +131,30 @@ def test_table_shows_time_statistics_and_top_k(cli):
     out = cli("run", "--base-dim", "2", "--num-classes", "4").stdout
     for word in ("time ms", "mean", "std", "zero %", "Top 4 of sample 0"):
         assert word in out
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA"])
+def test_png_input_equals_the_pixels_pillow_reads(cli, tmp_path, mode):
+    pil = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(7)
+    channels = {"RGB": 3, "RGBA": 4, "L": 1, "LA": 2}[mode]
+    # A smooth gradient plus noise, so the encoder uses several PNG row filters.
+    base = np.add.outer(np.arange(200), np.arange(210)) % 256
+    pixels = (base[..., None] + rng.integers(0, 9, size=(200, 210, channels))).clip(0, 255).astype(np.uint8)
+    path = tmp_path / "x.png"
+    pil.fromarray(pixels.squeeze(-1) if channels == 1 else pixels, mode=mode).save(path, optimize=True)
+    rgb = np.asarray(pil.open(path).convert("RGB"), dtype=np.float32) / 255.0
+    x = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0)
+    model, _ = seeded(4, 2, (1, 3, 224, 224))
+    doc = cli.json("run", "--base-dim", "4", "--input-file", str(path))
+    assert doc["input_shape"] == [1, 3, 200, 210]
+    with torch.no_grad():
+        expected = model(x)
+    assert torch.allclose(torch.tensor(doc["logits"]), expected, atol=1e-6)
+
+
+def test_jpeg_is_refused_with_a_reason(cli, tmp_path):
+    path = tmp_path / "x.jpg"
+    path.write_bytes(b"\xff\xd8\xff\xe0")
+    result = cli("run", "--input-file", str(path), code=2)
+    assert "JPEG" in result.stderr and len(result.stderr.strip().splitlines()) == 1
