@@ -226,6 +226,10 @@ SvgOpt = Annotated[Path | None, typer.Option("--svg", help="Also save the table 
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks of internal errors.")]
 
 
+DEFAULT_BLOCK = "BottleNeck"
+DEFAULT_SKIP = "downsample,dim_equalizer"
+
+
 def _spec(base_dim: int, num_classes: int, variant: Variant, head: Head) -> ModelSpec:
     return ModelSpec(
         base_dim=positive("--base-dim", base_dim),
@@ -337,11 +341,14 @@ def _reports(traces: list, depth: Depth, collapse: bool, pattern: str | None) ->
 def _finish(traces: list, reports: list[Report], fmt: Format, output: Path | None, svg: Path | None) -> int:
     write_output(render(reports, fmt, output), output)
     _save_svg(reports, svg)
-    failed = [t for t in traces if t.error is not None]
-    for t in failed[:3]:
-        _say(
-            f"{'x'.join(map(str, t.input_shape))}: stopped at {t.error.module}: {t.error.message}; {t.error.hint}"
-        )
+    return _stopped([(t.input_shape, t.error) for t in traces])
+
+
+def _stopped(errors: list[tuple[tuple[int, ...], Any]]) -> int:
+    """One stderr line per input the model rejected (three at most); exit 3 if any was."""
+    failed = [(shape, e) for shape, e in errors if e is not None]
+    for shape, e in failed[:3]:
+        _say(f"{'x'.join(map(str, shape))}: stopped at {e.module}: {e.message}; {e.hint}")
     if len(failed) > 3:
         _say(f"... and {len(failed) - 3} more inputs failed")
     return ExitCode.MODEL_REJECTED if failed else ExitCode.OK
@@ -379,8 +386,8 @@ def summary(
     collapse: CollapseOpt = False,
     filter: FilterOpt = None,
     model: ModelOpt = None,
-    block: BlockOpt = "BottleNeck",
-    skip: SkipOpt = "downsample,dim_equalizer",
+    block: BlockOpt = DEFAULT_BLOCK,
+    skip: SkipOpt = DEFAULT_SKIP,
     svg: SvgOpt = None,
     debug: DebugOpt = False,
 ) -> int:
@@ -433,8 +440,8 @@ def run(
     collapse: CollapseOpt = False,
     filter: FilterOpt = None,
     model: ModelOpt = None,
-    block: BlockOpt = "BottleNeck",
-    skip: SkipOpt = "downsample,dim_equalizer",
+    block: BlockOpt = DEFAULT_BLOCK,
+    skip: SkipOpt = DEFAULT_SKIP,
     svg: SvgOpt = None,
     debug: DebugOpt = False,
 ) -> int:
@@ -618,8 +625,8 @@ def check(
             targets[key] = _target(
                 spec,
                 ref,
-                m.get("block", "BottleNeck"),
-                ",".join(m.get("skip") or ["downsample", "dim_equalizer"]),
+                m.get("block", DEFAULT_BLOCK),
+                ",".join(m["skip"]) if m.get("skip") else DEFAULT_SKIP,
             )
         t = trace_shapes(targets[key], shape)
         depth = Depth(doc.get("depth", "block"))
@@ -680,11 +687,7 @@ def compare(
         from resnet_trace.render.table import svg_of
 
         write_output(svg_of(compare_renderables(reports[0], reports[1])), svg)
-    failed = [r.trace for r in reports if r.trace.error is not None]
-    if failed:
-        _say(f"stopped at {failed[0].error.module}: {failed[0].error.message}; {failed[0].error.hint}")
-        return ExitCode.MODEL_REJECTED
-    return ExitCode.OK
+    return _stopped([(reports[0].trace.input_shape, reports[0].trace.error)])
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -699,8 +702,8 @@ def graph(
     head: HeadOpt = Head.avgpool7,
     output: Output = None,
     model: ModelOpt = None,
-    block: BlockOpt = "BottleNeck",
-    skip: SkipOpt = "downsample,dim_equalizer",
+    block: BlockOpt = DEFAULT_BLOCK,
+    skip: SkipOpt = DEFAULT_SKIP,
     debug: DebugOpt = False,
 ) -> int:
     """The block chain as Mermaid or DOT text: each skip path its own labelled edge, stages as subgraphs."""
@@ -710,10 +713,7 @@ def graph(
     spec = _spec(base_dim, num_classes, variant, head)
     t = trace_shapes(_target(spec, model, block, skip), expand_inputs([input])[0])
     write_output(render_graph(t, format.value), output)
-    if t.error is not None:
-        _say(f"stopped at {t.error.module}: {t.error.message}; {t.error.hint}")
-        return ExitCode.MODEL_REJECTED
-    return ExitCode.OK
+    return _stopped([(t.input_shape, t.error)])
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -730,8 +730,8 @@ def tree(
     ] = Format.table,
     output: Output = None,
     model: ModelOpt = None,
-    block: BlockOpt = "BottleNeck",
-    skip: SkipOpt = "downsample,dim_equalizer",
+    block: BlockOpt = DEFAULT_BLOCK,
+    skip: SkipOpt = DEFAULT_SKIP,
     debug: DebugOpt = False,
 ) -> int:
     """The module tree with parameter counts, marking the modules that never run in a trace."""
@@ -754,10 +754,7 @@ def tree(
         write_output(render_tree(root, input_shape=shape, stopped=stopped, color=color, width=width), output)
     else:
         raise UsageError(f"tree --format {format.value}: use table or json")
-    if error is not None:
-        _say(f"stopped at {error.module}: {error.message}; {error.hint}")
-        return ExitCode.MODEL_REJECTED
-    return ExitCode.OK
+    return _stopped([(shape, error)])
 
 
 def main() -> None:
