@@ -71,17 +71,23 @@ def call_macs(module: nn.Module, out: object) -> int:
 
 
 def _stats(out: object) -> Activation | None:
+    """Mean, std (unbiased, as ``Tensor.std``), min, max and fraction of zeros: three passes."""
     if not isinstance(out, torch.Tensor) or out.is_meta or out.numel() == 0:
         return None
     with torch.no_grad():
-        t = out.detach().float()
-        std = t.std().item() if t.numel() > 1 else 0.0
+        t = out.detach()
+        if t.dtype not in (torch.float32, torch.float64):
+            t = t.float()
+        std, mean = torch.std_mean(t) if t.numel() > 1 else (torch.zeros(()), t.reshape(()))
+        low, high = torch.aminmax(t)
+        zeros = t.numel() - torch.count_nonzero(t)
+        values = torch.stack([mean, std, low, high]).tolist()
         return Activation(
-            mean=t.mean().item(),
-            std=std,
-            min=t.min().item(),
-            max=t.max().item(),
-            zero_fraction=(t == 0).sum().item() / t.numel(),
+            mean=values[0],
+            std=values[1],
+            min=values[2],
+            max=values[3],
+            zero_fraction=zeros.item() / t.numel(),
         )
 
 
