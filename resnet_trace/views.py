@@ -37,6 +37,9 @@ def _signature(row: Row) -> tuple:
         row.params,
         row.params_unused,
         row.macs,
+        # run: measured rows are never "identical apart from the name"
+        row.time_ms,
+        row.activation,
     )
 
 
@@ -83,7 +86,10 @@ def collapse(rows: Sequence[Row]) -> list[Row]:
         if len(members) > 1:
             name = fold_name(members[0].name, members[-1].name)
             out.append(dataclasses.replace(block, name=name, count=len(members)))
-            out.extend(dataclasses.replace(c, parent=name) for c in children)
+            # Children are renamed under the folded row: layer_4.1.layer.0.0 -> layer_4.1–4.4.layer.0.0
+            out.extend(
+                dataclasses.replace(c, name=name + c.name[len(block.name) :], parent=name) for c in children
+            )
         else:
             out.append(block)
             out.extend(children)
@@ -92,7 +98,17 @@ def collapse(rows: Sequence[Row]) -> list[Row]:
 
 def _child_sig(row: Row) -> tuple:
     prefix = row.parent or ""
-    return (row.name[len(prefix) :], row.module_type, row.in_shape, row.out_shape, row.params, row.macs)
+    return (
+        row.name[len(prefix) :],
+        row.module_type,
+        row.in_shape,
+        row.out_shape,
+        row.params,
+        row.macs,
+        row.conv,
+        row.time_ms,
+        row.activation,
+    )
 
 
 def filter_rows(rows: Sequence[Row], pattern: str) -> list[Row]:
@@ -107,10 +123,10 @@ def filter_rows(rows: Sequence[Row], pattern: str) -> list[Row]:
 def view(
     rows: Sequence[Row], depth: Depth = Depth.BLOCK, *, fold: bool = False, pattern: str | None = None
 ) -> list[Row]:
-    """The rows a renderer shows: depth first, then collapse, then filter."""
+    """The rows a renderer shows: depth first, then filter (on the real names), then collapse."""
     out = select_depth(rows, depth)
-    if fold:
-        out = collapse(out)
     if pattern:
         out = filter_rows(out, pattern)
+    if fold:
+        out = collapse(out)
     return out

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from rich import box
 from rich.console import Console, Group, RenderableType
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -41,56 +42,71 @@ def _spark(rows: Sequence[Row]) -> dict[int, str]:
     return {i: SPARK[round((v - lo) / span * (len(SPARK) - 1))] for i, v in logs.items()}
 
 
+def _pair(values: tuple[int, int]) -> str:
+    return str(values[0]) if values[0] == values[1] else f"{values[0]}x{values[1]}"
+
+
+def _block_numbers(t: Trace) -> dict[str, int]:
+    """Each block's ordinal in the whole trace, so filtered or folded tables keep the numbers."""
+    blocks = [r.name for r in t.rows if r.kind == "bottleneck"]
+    return {name: i for i, name in enumerate(blocks, 1)}
+
+
 def trace_table(report: Report) -> Table:
     t = report.trace
     run = any(r.time_ms is not None or r.activation is not None for r in report.rows)
     layer = report.depth.value == "layer"
+    stage = report.depth.value == "stage"
     table = Table(title=_title(t), box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
-    table.add_column("#", justify="right")
-    table.add_column("stage" if report.depth.value == "stage" else "block")
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("stage" if stage else "block", no_wrap=True)
+    if stage:
+        table.add_column("blocks", justify="right")
     if layer:
-        table.add_column("type")
-        table.add_column("k/s/p")
-    table.add_column("input")
-    table.add_column("output")
-    table.add_column("skip")
-    table.add_column("params", justify="right")
-    table.add_column("MACs", justify="right")
+        table.add_column("type", no_wrap=True)
+        table.add_column("k/s/p", no_wrap=True)
+        table.add_column("weight", no_wrap=True)
+    for name in ("input", "output", "skip"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("params", justify="right", no_wrap=True)
+    table.add_column("MACs", justify="right", no_wrap=True)
     if run:
         for name in ("time ms", "mean", "std", "zero %", "scale"):
-            table.add_column(name, justify="right" if name != "scale" else "left")
+            table.add_column(name, justify="right" if name != "scale" else "left", no_wrap=True)
     sparks = _spark(report.rows) if run else {}
-    number = 0
+    ordinals = _block_numbers(t)
     group = None
     for i, row in enumerate(report.rows):
-        g = row.stage or (row.parent if row.depth.value == "layer" else None) or row.name
+        is_layer = row.depth.value == "layer"
         if row.kind == "bottleneck":
             g = row.stage or row.name
         elif row.kind in ("pool", "fc"):
             g = "head"
-        if group is not None and g != group and row.depth.value != "layer":
+        else:
+            g = row.stage or row.name
+        if group is not None and g != group and not is_layer:
             table.add_section()
-        if row.depth.value != "layer":
+        if not is_layer:
             group = g
-        if row.kind == "bottleneck":
-            number += row.count
-        indent = "  " if row.depth.value == "layer" else ""
-        name = indent + (
-            row.name.rpartition(".")[2] if row.depth.value == "layer" and row.parent else row.name
-        )
-        if row.depth.value == "layer" and row.parent:
-            name = indent + row.name[len(row.parent) + 1 :]
+        name = row.name
+        if is_layer and row.parent and row.name.startswith(row.parent + "."):
+            name = "  " + row.name[len(row.parent) + 1 :]
         if row.count > 1:
             name += f" ×{row.count}"
         num = ""
         if row.kind == "bottleneck":
-            num = str(number) if row.count == 1 else f"{number - row.count + 1}–{number}"
+            first = ordinals.get(row.name.split("–")[0])
+            if first is not None:
+                num = str(first) if row.count == 1 else f"{first}–{first + row.count - 1}"
         cells = [num, name]
+        if stage:
+            cells.append("" if row.blocks is None else str(row.blocks))
         if layer:
             c = row.conv
             cells += [
-                row.module_type if row.depth.value == "layer" else "",
-                f"{c.kernel[0]}/{c.stride[0]}/{c.padding[0]}" if c else "",
+                row.module_type if is_layer else "",
+                f"{_pair(c.kernel)}/{_pair(c.stride)}/{_pair(c.padding)}" if c else "",
+                (shape_text(c.weight_shape) + (" +bias" if c.bias else "")) if c else "",
             ]
         skip = row.skip or ""
         if row.skip and row.down:
@@ -111,14 +127,14 @@ def trace_table(report: Report) -> Table:
                 f"{a.zero_fraction * 100:.1f}" if a else "",
                 sparks.get(i, ""),
             ]
-        style = "dim" if row.depth.value == "layer" else None
-        table.add_row(*cells, style=style)
+        table.add_row(*cells, style="dim" if is_layer else None)
     table.add_section()
     tot = t.totals
-    label = "total (whole model)" if report.filter else "total"
-    cells = ["", label]
+    cells = ["", "total (whole model)" if report.filter else "total"]
+    if stage:
+        cells.append("")
     if layer:
-        cells += ["", ""]
+        cells += ["", "", ""]
     cells += ["", shape_text(t.output_shape), "", f"{tot.params:,}", f"{tot.macs:,}"]
     if run:
         cells += [f"{t.run.forward_ms:.2f}" if t.run else "", "", "", "", ""]
@@ -213,8 +229,15 @@ def make_console(*, color: bool, width: int, record: bool = False) -> Console:
 
 
 def render_table(reports: Sequence[Report], *, color: bool = False, width: int = 160) -> str:
-    console = make_console(color=color, width=width)
-    console.print(Group(*renderables(reports)))
+    """The tables at ``width``, or wider when a table needs it: cells are never cut short."""
+    items = renderables(reports)
+    probe = make_console(color=False, width=10_000)
+    need = max(
+        (Measurement.get(probe, probe.options, item).maximum for item in items if isinstance(item, Table)),
+        default=0,
+    )
+    console = make_console(color=color, width=max(width, need))
+    console.print(Group(*items))
     return console_text(console)
 
 

@@ -11,6 +11,7 @@ from resnet_trace.render.data import shape_text
 
 CSV_COLUMNS = (
     "input",
+    "error",
     "name",
     "kind",
     "depth",
@@ -81,13 +82,18 @@ def csv_cells(row: Row) -> dict[str, str]:
 
 
 def render_csv(reports: Sequence[Report]) -> str:
-    """A header, then one line per row of every input; ``\\n`` line ends."""
+    """A header, then one line per row of every input; ``\\n`` line ends.
+
+    ``error`` names the module where that input's trace stopped (empty when it ran through),
+    so a sweep's failing sizes are visible on every one of their rows.
+    """
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for report in reports:
         for row in report.rows:
-            writer.writerow({"input": shape_text(report.trace.input_shape), **csv_cells(row)})
+            error = report.trace.error.module if report.trace.error else ""
+            writer.writerow({"input": shape_text(report.trace.input_shape), "error": error, **csv_cells(row)})
     return buf.getvalue()
 
 
@@ -107,9 +113,11 @@ def render_markdown(reports: Sequence[Report]) -> str:
         run = t.command == "run"
         out.append(f"### {t.command} · base_dim {t.model.base_dim} · input {shape_text(t.input_shape)}")
         out.append("")
-        header = ["#", "name", "kind", "input", "output", "skip", "params", "MACs"]
+        header = ["#", "name", "kind", "depth", "parent", "input", "output", "skip", "params", "MACs"]
+        if report.depth.value == "stage":
+            header += ["blocks"]
         if report.depth.value == "layer":
-            header += ["type", "kernel/stride/pad"]
+            header += ["type", "kernel/stride/pad", "weight"]
         if run:
             header += ["time ms", "mean", "std", "zero %"]
         out.append(_md_row(header))
@@ -127,17 +135,22 @@ def render_markdown(reports: Sequence[Report]) -> str:
                 str(i),
                 name,
                 row.kind,
+                row.depth.value,
+                row.parent or "",
                 shape_text(row.in_shape),
                 shape_text(row.out_shape),
                 row.skip or "",
                 f"{row.params:,}",
                 f"{row.macs:,}",
             ]
+            if report.depth.value == "stage":
+                cells += ["" if row.blocks is None else str(row.blocks)]
             if report.depth.value == "layer":
                 c = row.conv
                 cells += [
                     row.module_type or "",
                     f"{shape_text(c.kernel)}/{shape_text(c.stride)}/{shape_text(c.padding)}" if c else "",
+                    (shape_text(c.weight_shape) + (" +bias" if c.bias else "")) if c else "",
                 ]
             if run:
                 a = row.activation
