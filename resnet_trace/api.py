@@ -118,17 +118,18 @@ def trace_run(
     weights: str | None = None,
     input_file: str | None = None,
     progress: Callable[[int], None] | None = None,
-    leaf_times: bool = False,
+    leaves: bool = False,
 ) -> Trace:
     """A real forward with statistics; ``repeat`` > 1 adds timed passes and reports medians.
 
-    Timed passes hook only the row modules unless ``leaf_times`` (for ``--depth layer``).
+    ``leaves`` (for ``--depth layer``) adds statistics to every leaf call and times them in
+    the timed passes, which otherwise hook only the row modules.
     """
     device = x.device.type
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     sync()
     t0 = time.perf_counter()
-    rec, out, failure = run_forward(target, x, stats=True)
+    rec, out, failure = run_forward(target, x, stats=True, leaf_stats=leaves)
     sync()
     first_wall = time.perf_counter() - t0
     times: list[float | None] | None = None
@@ -136,7 +137,7 @@ def trace_run(
     overhead_ms = None
     if failure is None and (repeat > 1 or device == "cuda"):
         per_row, hooked_walls, plain_walls = timed_forwards(
-            target, x, max(repeat, 1), progress, leaves=leaf_times
+            target, x, max(repeat, 1), progress, leaves=leaves
         )
         times = []
         for key in row_keys(rec.rows):
@@ -209,8 +210,10 @@ def trace(
     ``real=True`` is ``run``: the seed's initialisation under ``seed``, a random
     normal input, a CPU forward with activation statistics.
     """
-    spec = ModelSpec(base_dim, num_classes, variant, head)
-    shape = tuple(int(d) for d in input_shape)
+    from resnet_trace.spec import parse_shape, positive
+
+    spec = ModelSpec(positive("base_dim", base_dim), positive("num_classes", num_classes), variant, head)
+    shape = parse_shape("x".join(str(int(d)) for d in input_shape))
     if not real:
         return trace_shapes(build_target(spec), shape)
     target = build_target(spec, device="cpu", init_seed=seed)

@@ -20,7 +20,7 @@ from typer.core import TyperGroup
 from resnet_trace import __version__
 from resnet_trace.errors import ExitCode, TraceToolError, UsageError
 from resnet_trace.records import Depth, Report
-from resnet_trace.spec import ModelSpec, expand_inputs, positive
+from resnet_trace.spec import ModelSpec, expand_inputs, parse_shape, positive
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 success; 1 check/diff found differences; 2 usage error (bad option or shape, "
@@ -59,6 +59,11 @@ class DType(str, Enum):
     float32 = "float32"
     float16 = "float16"
     bfloat16 = "bfloat16"
+
+
+class TreeFormat(str, Enum):
+    table = "table"
+    json = "json"
 
 
 class GraphFormat(str, Enum):
@@ -246,7 +251,7 @@ def _skip_names(skip: str) -> tuple[str, ...]:
     return names
 
 
-def write_output(text: str, output: Path | None) -> None:
+def write_output(text: str, output: Path | None, option: str = "--output") -> None:
     """stdout, or ``output`` written atomically (temporary file in the same folder, then renamed)."""
     if output is None:
         try:
@@ -254,12 +259,11 @@ def write_output(text: str, output: Path | None) -> None:
             sys.stdout.flush()
         except BrokenPipeError:  # the reader went away (| head): stop quietly
             _quiet_broken_pipe()
+        except OSError as exc:  # e.g. a full disk behind a redirect
+            raise UsageError(f"cannot write to stdout: {exc.strerror or exc}") from None
         return
+    _check_writable(output, option)
     folder = output.parent if str(output.parent) else Path(".")
-    if output.is_dir():
-        raise UsageError(f"--output {str(output)!r} is a directory; name a file")
-    if not folder.is_dir():
-        raise UsageError(f"--output {str(output)!r}: folder {str(folder)!r} does not exist")
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=folder)
@@ -274,7 +278,7 @@ def write_output(text: str, output: Path | None) -> None:
         os.replace(tmp, output)
         tmp = None
     except OSError as exc:
-        raise UsageError(f"--output {str(output)!r} cannot be written: {exc.strerror or exc}") from None
+        raise UsageError(f"{option} {str(output)!r} cannot be written: {exc.strerror or exc}") from None
     finally:
         if tmp is not None:
             try:
@@ -316,11 +320,30 @@ def render(reports: list[Report], fmt: Format, output: Path | None) -> str:
     return render_table(reports, color=color, width=width)
 
 
+def _one_shape(value: str) -> tuple[int, int, int, int]:
+    """Commands that draw one trace take one shape, not a sweep."""
+    shapes = expand_inputs([value])
+    if len(shapes) != 1:
+        raise UsageError(f"--input {value!r} names {len(shapes)} shapes; this command takes one")
+    return shapes[0]
+
+
+def _check_writable(path: Path | None, option: str) -> None:
+    """Refuse an output path before any work, naming the option it came from."""
+    if path is None:
+        return
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise UsageError(f"{option} {str(path)!r} is a directory; name a file")
+    if not folder.is_dir():
+        raise UsageError(f"{option} {str(path)!r}: folder {str(folder)!r} does not exist")
+
+
 def _save_svg(reports: list[Report], svg: Path | None) -> None:
     if svg is not None:
         from resnet_trace.render.table import render_svg
 
-        write_output(render_svg(reports), svg)
+        write_output(render_svg(reports), svg, "--svg")
 
 
 def _reports(traces: list, depth: Depth, collapse: bool, pattern: str | None) -> list[Report]:
@@ -366,6 +389,8 @@ def _target(
         from resnet_trace.api import build_target
 
         return build_target(spec, device=device, init_seed=init_seed)
+    if (spec.variant, spec.head) != ("seed", "avgpool7"):
+        raise UsageError("--variant and --head change the built-in model; with --model, edit your own file")
     from resnet_trace.usermodel import load_user_target
 
     return load_user_target(
@@ -393,6 +418,8 @@ def summary(
 ) -> int:
     """Shapes, params, MACs and skip paths per block, without weights or activations (meta device)."""
     spec = _spec(base_dim, num_classes, variant, head)
+    _check_writable(output, "--output")
+    _check_writable(svg, "--svg")
     shapes = expand_inputs(input or ["1x3x224x224"])
     if filter:
         from resnet_trace.views import filter_rows
@@ -447,6 +474,8 @@ def run(
 ) -> int:
     """A real forward (eval, no_grad) with per-block time and activation statistics, logits and top-k."""
     spec = _spec(base_dim, num_classes, variant, head)
+    _check_writable(output, "--output")
+    _check_writable(svg, "--svg")
     positive("--repeat", repeat)
     positive("--top-k", top_k)
     if input_file is not None and input:
@@ -467,7 +496,12 @@ def run(
         x_file = load_input(input_file)
         shapes = [tuple(int(d) for d in x_file.shape)]
     if dev == "meta":
+        if weights is not None:
+            raise UsageError("--weights needs a real device: --device meta traces shapes only")
+        if (seed, repeat, top_k) != (0, 1, 5):
+            _say("note: --device meta traces shapes only; --seed, --repeat and --top-k do not apply")
         target = _target(spec, model, block, skip)
+        target.model.to(dtype=torch_dtype)
         traces = [api.trace_shapes(target, s, command="run") for s in shapes]
         return _finish(traces, _reports(traces, depth, collapse, filter), format, output, svg)
     # Memory guard: a shape-only trace first, then refuse what cannot fit.
@@ -510,7 +544,7 @@ def run(
                     weights=str(weights) if weights else None,
                     input_file=str(input_file) if input_file else None,
                     progress=advance,
-                    leaf_times=depth is Depth.LAYER,
+                    leaves=depth is Depth.LAYER,
                 )
             )
     return _finish(traces, _reports(traces, depth, collapse, filter), format, output, svg)
@@ -611,7 +645,8 @@ def check(
     got_docs = []
     targets: dict = {}
     if overrides is None:
-        plan = [(doc, tuple(doc["input_shape"])) for doc in golden_docs]
+        # The recorded input is checked as if typed on the command line.
+        plan = [(doc, parse_shape("x".join(map(str, doc["input_shape"])))) for doc in golden_docs]
     else:  # inputs given on the command line replace the recorded ones, in order
         plan = [(golden_docs[min(i, len(golden_docs) - 1)], s) for i, s in enumerate(overrides)]
     for doc, shape in plan:
@@ -676,7 +711,9 @@ def compare(
     from resnet_trace.api import build_target, trace_shapes
     from resnet_trace.render.compare import compare_renderables, render_compare
 
-    (shape,) = expand_inputs([input])[:1] or [None]
+    shape = _one_shape(input)
+    _check_writable(output, "--output")
+    _check_writable(svg, "--svg")
     reports = []
     for variant in (Variant.seed, Variant.fixed):
         spec = _spec(base_dim, num_classes, variant, head)
@@ -686,7 +723,7 @@ def compare(
     if svg is not None:
         from resnet_trace.render.table import svg_of
 
-        write_output(svg_of(compare_renderables(reports[0], reports[1])), svg)
+        write_output(svg_of(compare_renderables(reports[0], reports[1])), svg, "--svg")
     return _stopped([(reports[0].trace.input_shape, reports[0].trace.error)])
 
 
@@ -711,7 +748,7 @@ def graph(
     from resnet_trace.render.graph import render_graph
 
     spec = _spec(base_dim, num_classes, variant, head)
-    t = trace_shapes(_target(spec, model, block, skip), expand_inputs([input])[0])
+    t = trace_shapes(_target(spec, model, block, skip), _one_shape(input))
     write_output(render_graph(t, format.value), output)
     return _stopped([(t.input_shape, t.error)])
 
@@ -726,8 +763,8 @@ def tree(
     variant: VariantOpt = Variant.seed,
     head: HeadOpt = Head.avgpool7,
     format: Annotated[
-        Format, typer.Option("--format", "-f", help="table (a Rich tree) or json.")
-    ] = Format.table,
+        TreeFormat, typer.Option("--format", "-f", help="table (a Rich tree) or json.")
+    ] = TreeFormat.table,
     output: Output = None,
     model: ModelOpt = None,
     block: BlockOpt = DEFAULT_BLOCK,
@@ -738,22 +775,20 @@ def tree(
     from resnet_trace.api import trace_tree
 
     spec = _spec(base_dim, num_classes, variant, head)
-    shape = expand_inputs([input])[0]
+    shape = _one_shape(input)
     root, error = trace_tree(_target(spec, model, block, skip), shape)
-    if format in (Format.json, Format.jsonl):
+    if format is TreeFormat.json:
         import json
 
         from resnet_trace.render.tree import tree_doc
 
-        write_output(json.dumps(tree_doc(root), indent=2 if format is Format.json else None) + "\n", output)
-    elif format is Format.table:
+        write_output(json.dumps(tree_doc(root), indent=2) + "\n", output)
+    else:
         from resnet_trace.render.tree import render_tree
 
         color, width = _color(output)
         stopped = error.module if error else None
         write_output(render_tree(root, input_shape=shape, stopped=stopped, color=color, width=width), output)
-    else:
-        raise UsageError(f"tree --format {format.value}: use table or json")
     return _stopped([(shape, error)])
 
 

@@ -9,7 +9,19 @@ from pathlib import Path
 from resnet_trace.errors import UsageError
 from resnet_trace.render.data import SCHEMA_ID
 
-ROW_FIELDS = ("kind", "down", "in_shape", "out_shape", "skip", "params", "params_unused", "macs", "count")
+ROW_FIELDS = (
+    "kind",
+    "down",
+    "in_shape",
+    "out_shape",
+    "skip",
+    "params",
+    "params_unused",
+    "macs",
+    "count",
+    "blocks",
+    "conv",
+)
 TOP_FIELDS = ("input_shape", "output_shape")
 TOTAL_FIELDS = ("params", "params_unused", "macs", "unused_modules")
 
@@ -40,16 +52,65 @@ def load_documents(path: Path) -> list[dict]:
         except json.JSONDecodeError as exc:
             raise UsageError(f"{str(path)!r} is not JSON: {exc}") from None
     docs = data if isinstance(data, list) else [data]
-    for doc in docs:
-        if (
-            not isinstance(doc, dict)
-            or doc.get("schema") != SCHEMA_ID
-            or not isinstance(doc.get("rows"), list)
-        ):
-            raise UsageError(f"{str(path)!r} is not a resnet-trace document (schema {SCHEMA_ID})")
     if not docs:
         raise UsageError(f"{str(path)!r} holds no trace")
+    for i, doc in enumerate(docs):
+        problem = _malformed(doc)
+        if problem:
+            where = f" (document {i + 1})" if len(docs) > 1 else ""
+            raise UsageError(f"{str(path)!r} is not a valid resnet-trace document{where}: {problem}")
     return docs
+
+
+def _is_shape(value: object, length: int | None = None) -> bool:
+    return (
+        isinstance(value, list)
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+        and (length is None or len(value) == length)
+    )
+
+
+def _malformed(doc: object) -> str | None:
+    """What a check or diff would trip over, in words; None when the document is usable."""
+    if not isinstance(doc, dict):
+        return "not a JSON object"
+    if doc.get("schema") != SCHEMA_ID:
+        return f"its schema is {doc.get('schema')!r}, not {SCHEMA_ID!r}"
+    if not _is_shape(doc.get("input_shape"), 4):
+        return "input_shape is not a list of 4 integers"
+    model = doc.get("model")
+    if not isinstance(model, dict):
+        return "model is not an object"
+    for key in ("base_dim", "num_classes"):
+        value = model.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            return f"model.{key} is not a positive integer"
+    if doc.get("depth", "block") not in ("stage", "block", "layer"):
+        return f"depth {doc.get('depth')!r} is not stage, block or layer"
+    rows = doc.get("rows")
+    if not isinstance(rows, list):
+        return "rows is not a list"
+    for n, row in enumerate(rows):
+        if not isinstance(row, dict) or not isinstance(row.get("name"), str):
+            return f"row {n} has no name"
+    if not isinstance(doc.get("totals", {}), dict):
+        return "totals is not an object"
+    return None
+
+
+def _keyed(rows: list[dict]) -> dict[tuple[str, int], dict]:
+    """Rows by (name, occurrence): a module called twice gives two rows of the same name."""
+    seen: dict[str, int] = {}
+    out = {}
+    for row in rows:
+        seen[row["name"]] = seen.get(row["name"], 0) + 1
+        out[(row["name"], seen[row["name"]])] = row
+    return out
+
+
+def _label(key: tuple[str, int]) -> str:
+    name, n = key
+    return name if n == 1 else f"{name} (call {n})"
 
 
 def compare_documents(expected: dict, got: dict) -> list[Difference]:
@@ -58,19 +119,18 @@ def compare_documents(expected: dict, got: dict) -> list[Difference]:
     for f in TOP_FIELDS:
         if expected.get(f) != got.get(f):
             diffs.append(Difference("(trace)", f, expected.get(f), got.get(f)))
-    exp_rows = {r["name"]: r for r in expected["rows"]}
-    got_rows = {r["name"]: r for r in got["rows"]}
-    for name, row in exp_rows.items():
-        other = got_rows.get(name)
+    exp_rows, got_rows = _keyed(expected["rows"]), _keyed(got["rows"])
+    for key, row in exp_rows.items():
+        other = got_rows.get(key)
         if other is None:
-            diffs.append(Difference(name, "row", "present", "missing"))
+            diffs.append(Difference(_label(key), "row", "present", "missing"))
             continue
         for f in ROW_FIELDS:
             if row.get(f) != other.get(f):
-                diffs.append(Difference(name, f, row.get(f), other.get(f)))
-    for name in got_rows:
-        if name not in exp_rows:
-            diffs.append(Difference(name, "row", "missing", "present"))
+                diffs.append(Difference(_label(key), f, row.get(f), other.get(f)))
+    for key in got_rows:
+        if key not in exp_rows:
+            diffs.append(Difference(_label(key), "row", "missing", "present"))
     exp_tot, got_tot = expected.get("totals") or {}, got.get("totals") or {}
     for f in TOTAL_FIELDS:
         if exp_tot.get(f) != got_tot.get(f):

@@ -126,7 +126,8 @@ class Recorder:
     """State shared by the hooks of one forward."""
 
     target: Target
-    stats: bool = False
+    stats: bool = False  # activation statistics of stage, block and frame rows
+    leaf_stats: bool = False  # ... and of every leaf call (run --depth layer)
     events: bool = False  # time rows with CUDA events
     names: dict[int, list[str]] = field(default_factory=dict)
     roles: dict[int, str] = field(default_factory=dict)  # id -> stage | block | frame
@@ -260,7 +261,7 @@ class Recorder:
             if row.events is not None:
                 row.events[1].record()
             row.done = True
-            if self.stats and row.depth is not Depth.LAYER:
+            if self.stats and (row.depth is not Depth.LAYER or self.leaf_stats):
                 row.activation = _stats(out)
         # Which skip module ran: attribute it to the innermost open block.
         for open_row in reversed(list(self._open_rows())):
@@ -282,7 +283,12 @@ class Recorder:
 
 @contextlib.contextmanager
 def hooked(
-    target: Target, *, stats: bool = False, events: bool = False, leaves: bool = True
+    target: Target,
+    *,
+    stats: bool = False,
+    events: bool = False,
+    leaves: bool = True,
+    leaf_stats: bool = False,
 ) -> Iterator[Recorder]:
     """Hook the modules of ``target.model``; always remove the hooks and restore ``training``.
 
@@ -290,7 +296,7 @@ def hooked(
     hooks of timed passes, which then record no layer rows, MACs or skip paths.
     """
     model = target.model
-    recorder = Recorder(target, stats=stats, events=events)
+    recorder = Recorder(target, stats=stats, events=events, leaf_stats=leaf_stats)
     training = model.training
     handles = []
     modules = list(model.modules())
@@ -395,14 +401,19 @@ def totals(recorder: Recorder) -> Totals:
 
 
 def run_forward(
-    target: Target, x: torch.Tensor, *, stats: bool = False, shape_only: bool = False
+    target: Target,
+    x: torch.Tensor,
+    *,
+    stats: bool = False,
+    shape_only: bool = False,
+    leaf_stats: bool = False,
 ) -> tuple[Recorder, torch.Tensor | None, BaseException | None]:
     """One hooked forward under ``no_grad`` and ``eval()``; returns what it saw and any failure."""
     from resnet_trace.shapes import ShapeMode
 
     out = None
     failure: BaseException | None = None
-    with hooked(target, stats=stats) as rec:
+    with hooked(target, stats=stats, leaf_stats=leaf_stats) as rec:
         target.model.eval()
         mode = ShapeMode() if shape_only else contextlib.nullcontext()
         try:
@@ -447,24 +458,43 @@ def timed_forwards(
     hooked_walls: list[float] = []
     plain_walls: list[float] = []
     model = target.model
-    for i in range(repeat):
-        with hooked(target, events=device == "cuda", leaves=leaves) as rec, torch.no_grad():
-            model.eval()
-            sync()
-            t0 = time.perf_counter()
-            model(x)
-            sync()
-            hooked_walls.append(time.perf_counter() - t0)
-        per_row.append(dict(zip(row_keys(rec.rows), (r.seconds() for r in rec.rows))))
-        with torch.no_grad():
-            sync()
-            t0 = time.perf_counter()
-            model(x)
-            sync()
-            plain_walls.append(time.perf_counter() - t0)
-        if progress:
-            progress(i + 1)
+    training = model.training
+    try:
+        for i in range(repeat):
+            _timed_pair(target, x, leaves, sync, per_row, hooked_walls, plain_walls)
+            if progress:
+                progress(i + 1)
+    finally:
+        model.train(training)
     return per_row, hooked_walls, plain_walls
+
+
+def _timed_pair(
+    target: Target,
+    x: torch.Tensor,
+    leaves: bool,
+    sync: Callable[[], None],
+    per_row: list[dict[tuple[str, int], float | None]],
+    hooked_walls: list[float],
+    plain_walls: list[float],
+) -> None:
+    """One hooked and one plain forward, both in ``eval()`` under ``no_grad``."""
+    model = target.model
+    with hooked(target, events=x.device.type == "cuda", leaves=leaves) as rec, torch.no_grad():
+        model.eval()
+        sync()
+        t0 = time.perf_counter()
+        model(x)
+        sync()
+        hooked_walls.append(time.perf_counter() - t0)
+    per_row.append(dict(zip(row_keys(rec.rows), (r.seconds() for r in rec.rows))))
+    model.eval()  # hooked() restored the caller's flag
+    with torch.no_grad():
+        sync()
+        t0 = time.perf_counter()
+        model(x)
+        sync()
+        plain_walls.append(time.perf_counter() - t0)
 
 
 def diagnose(target: Target, recorder: Recorder, exc: BaseException, rows: tuple[Row, ...]) -> TraceError:
@@ -473,10 +503,11 @@ def diagnose(target: Target, recorder: Recorder, exc: BaseException, rows: tuple
     label = name or type(target.model).__name__
     raw = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     acc = target.accepted_sizes
+    head_failure = acc is not None and isinstance(module, (nn.AvgPool2d, nn.Linear))
     hint = (
         f"H and W must each be in {acc[0]}-{acc[1]} for the seed's AvgPool2d(7, 1) head "
         f"(e.g. 1x3x224x224), or use --head adaptive"
-        if acc
+        if head_failure and acc
         else "check the input shape against what this model accepts"
     )
     message = f"{label} ({type(module).__name__ if module is not None else 'forward'}): {raw}"

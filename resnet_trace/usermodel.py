@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import os
 import sys
 from pathlib import Path
 
@@ -17,6 +18,11 @@ from resnet_trace.spec import ModelSpec
 from resnet_trace.tracer import Target
 
 
+def _prepend_path(folder: str) -> None:
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+
+
 def _import(ref: str) -> object:
     source, sep, name = ref.rpartition(":")
     if not sep or not source or not name:
@@ -25,6 +31,8 @@ def _import(ref: str) -> object:
         path = Path(source)
         if not path.is_file():
             raise UsageError(f"--model {ref!r}: {source!r} does not exist")
+        # Like ``python file.py``: the file's folder comes first, so its neighbours import.
+        _prepend_path(str(path.resolve().parent))
         mod_name = f"_resnet_trace_user_{abs(hash(str(path.resolve())))}"
         spec = importlib.util.spec_from_file_location(mod_name, path)
         if spec is None or spec.loader is None:
@@ -41,6 +49,7 @@ def _import(ref: str) -> object:
                 f"--model {ref!r}: importing {source!r} failed: {type(exc).__name__}: {exc}"
             ) from None
     else:
+        _prepend_path(os.getcwd())  # like ``python -m``: the current folder is importable
         try:
             module = importlib.import_module(source)
         except BaseException as exc:
