@@ -48,14 +48,20 @@ def main() -> int:
         expect(gpu["device"] == "cuda", f"device recorded as {gpu['device']}")
         lg, lc = torch.tensor(gpu["logits"]), torch.tensor(cpu["logits"])
         diff = (lg - lc).abs().max().item()
-        expect(torch.allclose(lg, lc, rtol=1e-2, atol=1e-3), f"cuda logits match cpu logits (max diff {diff:.2e})")
+        expect(
+            torch.allclose(lg, lc, rtol=1e-2, atol=1e-3),
+            f"cuda logits match cpu logits (max diff {diff:.2e})",
+        )
         same = [(r["name"], r["out_shape"], r["skip"], r["macs"]) for r in gpu["rows"]] == [
             (r["name"], r["out_shape"], r["skip"], r["macs"]) for r in cpu["rows"]
         ]
         expect(same, "same rows (names, shapes, skips, MACs) on cuda and cpu")
         times = [r["time_ms"] for r in gpu["rows"] if r["kind"] == "bottleneck"]
-        expect(all(t > 0 for t in times), f"16 CUDA-event block times > 0 (sum {sum(times):.3f} ms, "
-               f"forward {gpu['run']['forward_ms']:.3f} ms, hook overhead {gpu['run']['hook_overhead_ms']:.3f} ms)")
+        expect(
+            all(t > 0 for t in times),
+            f"16 CUDA-event block times > 0 (sum {sum(times):.3f} ms, "
+            f"forward {gpu['run']['forward_ms']:.3f} ms, hook overhead {gpu['run']['hook_overhead_ms']:.3f} ms)",
+        )
         for r in gpu["rows"][:4]:
             print(f"  {r['name']}: {r['time_ms']:.4f} ms, std {r['activation']['std']:.4g}")
     rc, auto, err, _ = tool("run", "--device", "auto", "--base-dim", "8", "--format", "json")
@@ -64,10 +70,14 @@ def main() -> int:
         rc, doc, err, _ = tool("run", "--device", "cuda", "--dtype", dtype, "--format", "json")
         expect(rc == 0 and doc is not None and doc["dtype"] == dtype, f"--dtype {dtype} on cuda {err}")
     rc, _, err, wall = tool("run", "--device", "cuda", "--base-dim", "256", "--input", "4096x3x224x224")
-    expect(rc == 2 and "summary" in err, f"memory guard refuses 4096x3x224x224 at base_dim 256 on the GPU "
-           f"in {wall:.1f}s: {err[:200]}")
+    expect(
+        rc == 2 and "summary" in err,
+        f"memory guard refuses 4096x3x224x224 at base_dim 256 on the GPU in {wall:.1f}s: {err[:200]}",
+    )
     rc, doc, err, _ = tool("summary", "--format", "json")
-    expect(rc == 0 and doc is not None and doc["totals"]["macs"] == 5_368_434_688, f"summary unaffected {err}")
+    expect(
+        rc == 0 and doc is not None and doc["totals"]["macs"] == 5_368_434_688, f"summary unaffected {err}"
+    )
     print(f"{len(FAILURES)} failed" if FAILURES else "all passed", flush=True)
     return 1 if FAILURES else 0
 

@@ -89,10 +89,13 @@ def test_run_gives_the_same_rows_as_summary_on_real_tensors():
     shape = (2, 3, 224, 200)
     meta = trace(base_dim=8, num_classes=3, input_shape=shape)
     real = trace(base_dim=8, num_classes=3, input_shape=shape, real=True)
+
     def strip(t):
         return [
-            (r.name, r.kind, r.in_shape, r.out_shape, r.skip, r.params, r.params_unused, r.macs) for r in t.rows
+            (r.name, r.kind, r.in_shape, r.out_shape, r.skip, r.params, r.params_unused, r.macs)
+            for r in t.rows
         ]  # noqa: E731
+
     assert strip(meta) == strip(real)
     assert real.device == "cpu" and meta.device == "meta"
     assert real.totals == meta.totals
