@@ -18,7 +18,7 @@ import torch
 
 from resnet_trace.errors import UsageError
 from resnet_trace.layout import accepted_sizes
-from resnet_trace.model import ResNet
+from resnet_trace.model import BottleNeck, ResNet
 from resnet_trace.records import ModelInfo, RunInfo, Shape, Trace, TraceError, TreeNode
 from resnet_trace.spec import ModelSpec
 from resnet_trace.tracer import (
@@ -68,8 +68,6 @@ def build_target(spec: ModelSpec, *, device: str = "meta", init_seed: int | None
         if init_seed is not None:
             torch.manual_seed(init_seed)
         model = ResNet(spec.base_dim, spec.num_classes, variant=spec.variant, head=spec.head).to(device)
-    from resnet_trace.model import BottleNeck
-
     info = ModelInfo(spec.base_dim, spec.num_classes, spec.variant, spec.head)
     acc = accepted_sizes() if spec.head == "avgpool7" else None
     return Target(model=model, info=info, block_type=BottleNeck, accepted_sizes=acc)

@@ -8,6 +8,11 @@ from enum import Enum
 Shape = tuple[int, ...]
 
 
+def shape_text(shape: Shape | None) -> str:
+    """``(1, 256, 56, 56)`` -> ``1x256x56x56``; empty for no shape."""
+    return "x".join(str(d) for d in shape) if shape else ""
+
+
 class Depth(str, Enum):
     """How deep the rows go: stages, blocks (default), or every leaf-module call."""
 

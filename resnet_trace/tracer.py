@@ -26,6 +26,7 @@ from resnet_trace.records import (
     Totals,
     TraceError,
     TreeNode,
+    shape_text,
 )
 
 POOL_TYPES = (nn.AvgPool2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
@@ -138,6 +139,7 @@ class Recorder:
     overhead: float = 0.0  # seconds spent inside our hooks, subtracted from row times
     output_shape: Shape | None = None
     failure: tuple[str, Shape | None, nn.Module | None] | None = None
+    first_block_seen: bool = False  # rows before the first block are the stem
 
     def __post_init__(self) -> None:
         model = self.target.model
@@ -154,7 +156,6 @@ class Recorder:
                 self.roles[id(child)] = "stage"
             else:
                 self.roles[id(child)] = "frame"
-        self.first_block_seen = False
 
     # -- naming -------------------------------------------------------------
     def _name(self, module: nn.Module) -> str:
@@ -517,7 +518,7 @@ def diagnose(target: Target, recorder: Recorder, exc: BaseException, rows: tuple
         if h < k[0] or w < k[1]:
             message = (
                 f"{label} received a {h}x{w} map, smaller than its {k[0]}x{k[1]} kernel "
-                f"(input {shape_str(rows[0].in_shape) if rows else '?'})"
+                f"(input {shape_text(rows[0].in_shape) if rows else '?'})"
             )
     elif isinstance(module, nn.Linear) and in_shape:
         got = in_shape[-1]
@@ -532,10 +533,6 @@ def diagnose(target: Target, recorder: Recorder, exc: BaseException, rows: tuple
                 f"{p.name} pooled the {ih}x{iw} map to {oh}x{ow}, and {c} channels x {oh}x{ow} = {got:,}"
             )
     return TraceError(module=label, message=message, hint=hint, in_shape=in_shape)
-
-
-def shape_str(shape: Shape | None) -> str:
-    return "x".join(str(d) for d in shape) if shape else "-"
 
 
 def module_tree(model: nn.Module, ran: set[int]) -> TreeNode:

@@ -58,19 +58,16 @@ def collapse(rows: Sequence[Row]) -> list[Row]:
     A folded row keeps its first block's numbers and children and carries ``count``;
     its params and MACs are those of *one* block, so totals are never recomputed from it.
     """
-    groups: list[tuple[Row, list[Row], list[Row]]] = []  # (block, its children, folded blocks)
+    groups: list[tuple[Row, list[Row]]] = []  # (row, the layer rows under it)
     for row in rows:
-        if row.kind == "bottleneck":
-            groups.append((row, [], [row]))
-        elif row.depth is Depth.LAYER and groups and row.parent == groups[-1][0].name:
+        if row.depth is Depth.LAYER and groups and row.parent == groups[-1][0].name:
             groups[-1][1].append(row)
         else:
-            groups.append((row, [], [row]))
+            groups.append((row, []))
     out: list[Row] = []
     prev: tuple[Row, list[Row], list[Row]] | None = None
-    merged: list[tuple[Row, list[Row], list[Row]]] = []
-    for group in groups:
-        block, children, _ = group
+    merged: list[tuple[Row, list[Row], list[Row]]] = []  # (first block, its children, folded blocks)
+    for block, children in groups:
         if (
             prev is not None
             and block.kind == "bottleneck"

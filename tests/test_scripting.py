@@ -873,7 +873,7 @@ def test_custom_block_and_skip_names(cli, tmp_path):
     path = tmp_path / "tiny.py"
     path.write_text(TINY)
     ref = f"{path}:Tiny"
-    doc = cli.json(
+    args = (
         "summary",
         "--model",
         ref,
@@ -886,6 +886,7 @@ def test_custom_block_and_skip_names(cli, tmp_path):
         "-i",
         "1x3x16x16",
     )
+    doc = cli.json(*args)
     # Layer arithmetic for base_dim 4 on 1x3x16x16.
     half = arith.conv_out(16, 1, 2, 0)
     b0 = dict(
@@ -910,26 +911,7 @@ def test_custom_block_and_skip_names(cli, tmp_path):
     assert doc["totals"]["params"] == stem + b0["params"] + b1["params"] + fc
     assert doc["totals"]["macs"] == 16 * 16 * 4 * 27 + b0["macs"] + b1["macs"] + 2 * 8
     assert doc["output_shape"] == [1, 2]
-    csv_by = {
-        r["name"]: r
-        for r in csv_rows(
-            cli(
-                "summary",
-                "--model",
-                ref,
-                "--base-dim",
-                "4",
-                "--block",
-                "Res",
-                "--skip",
-                "shortcut",
-                "-i",
-                "1x3x16x16",
-                "-f",
-                "csv",
-            ).stdout
-        )
-    }
+    csv_by = {r["name"]: r for r in csv_rows(cli(*args, "-f", "csv").stdout)}
     assert (csv_by["blocks.0"]["skip"], csv_by["blocks.1"]["skip"]) == ("identity", "shortcut")
     # Without --block the default BottleNeck is missing: a usage error, not a crash.
     cli("summary", "--model", ref, "-i", "1x3x16x16", code=2)

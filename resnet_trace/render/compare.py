@@ -11,8 +11,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from resnet_trace.records import Report
-from resnet_trace.render.data import shape_text
+from resnet_trace.records import Report, shape_text
 
 
 def _side(row) -> dict | None:

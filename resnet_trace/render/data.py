@@ -14,10 +14,6 @@ def shape_list(shape: Shape | None) -> list[int] | None:
     return list(shape) if shape is not None else None
 
 
-def shape_text(shape: Shape | None) -> str:
-    return "x".join(str(d) for d in shape) if shape else ""
-
-
 def row_dict(row: Row) -> dict:
     d: dict = {
         "name": row.name,

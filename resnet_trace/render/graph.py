@@ -8,10 +8,7 @@ or ``identity``. Stages are subgraphs; edges carry the shapes that flow along th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from resnet_trace.records import Depth, Row, Trace
-from resnet_trace.render.data import shape_text
+from resnet_trace.records import Depth, Row, Trace, shape_text
 
 
 def skip_label(trace: Trace, block: Row) -> str:
@@ -147,6 +144,3 @@ def render_dot(trace: Trace) -> str:
 
 def render_graph(trace: Trace, fmt: str) -> str:
     return render_mermaid(trace) if fmt == "mermaid" else render_dot(trace)
-
-
-__all__: Sequence[str] = ("render_graph", "render_mermaid", "render_dot", "skip_label")

@@ -12,8 +12,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from resnet_trace.records import Report, Row, Trace
-from resnet_trace.render.data import shape_text
+from resnet_trace.records import Report, Row, Trace, shape_text
 
 SPARK = "▁▂▃▄▅▆▇█"
 

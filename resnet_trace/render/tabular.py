@@ -6,8 +6,7 @@ import csv
 import io
 from collections.abc import Sequence
 
-from resnet_trace.records import Report, Row
-from resnet_trace.render.data import shape_text
+from resnet_trace.records import Report, Row, shape_text
 
 CSV_COLUMNS = (
     "input",
