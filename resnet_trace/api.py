@@ -5,30 +5,45 @@
 >>> t.totals.params, t.totals.macs
 (39423874, 5368434688)
 
-Every CLI command is a thin layer over these functions.
+The lower-level pieces used by the CLI (``build_target``, ``trace_shapes``, ``trace_run``)
+are here too; ``docs/api.md`` documents them.
 """
 
 from __future__ import annotations
 
-import statistics
-import time
+import dataclasses
+import os
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
+from torch import nn
 
+from resnet_trace.diagnosis import diagnose
 from resnet_trace.errors import UsageError
-from resnet_trace.layout import accepted_sizes
-from resnet_trace.model import BottleNeck, ResNet
-from resnet_trace.records import ModelInfo, RunInfo, Shape, Trace, TraceError, TreeNode
+from resnet_trace.modtree import module_tree
+from resnet_trace.records import (
+    Comparison,
+    Depth,
+    Differences,
+    ModelInfo,
+    ModuleTree,
+    Report,
+    RunInfo,
+    Shape,
+    Trace,
+    TraceError,
+    TreeNode,
+)
 from resnet_trace.spec import ModelSpec
+from resnet_trace.target import Target, builtin_target, first_conv_channels
 from resnet_trace.tracer import (
-    Target,
-    diagnose,
+    find_block_types,
+    first_tensor,
     freeze_rows,
-    module_tree,
-    row_keys,
+    output_shape,
+    outputs,
     run_forward,
-    timed_forwards,
     totals,
 )
 
@@ -56,54 +71,152 @@ def device_memory(device: str) -> int | None:
 
 
 def build_target(spec: ModelSpec, *, device: str = "meta", init_seed: int | None = None) -> Target:
-    """The built-in seed model. On ``meta`` no weights are initialised and no memory is spent.
+    """The built-in seed model (see :func:`resnet_trace.target.builtin_target`)."""
+    return builtin_target(
+        spec.base_dim, spec.num_classes, spec.variant, spec.head, device=device, init_seed=init_seed
+    )
 
-    Elsewhere the weights get PyTorch's default initialisation on the CPU under
-    ``init_seed`` and are then moved, so a seed gives the same model on every device.
-    """
-    if device == "meta":
-        with torch.device("meta"):
-            model = ResNet(spec.base_dim, spec.num_classes, variant=spec.variant, head=spec.head)
-    else:
-        if init_seed is not None:
-            torch.manual_seed(init_seed)
-        model = ResNet(spec.base_dim, spec.num_classes, variant=spec.variant, head=spec.head).to(device)
-    info = ModelInfo(spec.base_dim, spec.num_classes, spec.variant, spec.head)
-    acc = accepted_sizes() if spec.head == "avgpool7" else None
-    return Target(model=model, info=info, block_type=BottleNeck, accepted_sizes=acc)
+
+def model_target(
+    model: nn.Module,
+    *,
+    block: str | type[nn.Module] | Sequence[str | type[nn.Module]] | None = None,
+    source: str = "python",
+    args: tuple[tuple[str, str], ...] = (),
+    input_shape: Sequence[int] | None = None,
+) -> Target:
+    """A target for any ``nn.Module``. ``block`` names the block class(es); without it they are
+    found from the dataflow (needs ``input_shape``) or from the model's longest sequence."""
+    block_types, found = resolve_blocks(model, block)
+    target = Target(
+        model=model,
+        info=ModelInfo(
+            base_dim=None,
+            num_classes=None,
+            variant="custom",
+            head="custom",
+            source=source,
+            block=",".join(t.__name__ for t in block_types),
+            skip=(),
+            model_class=type(model).__name__,
+            model_params=sum(p.numel() for p in model.parameters()),
+            args=args,
+            block_found=found,
+        ),
+        block_types=block_types,
+        channels=first_conv_channels(model),
+    )
+    if block is None and input_shape is not None:
+        target = with_found_blocks(target, tuple(input_shape))
+    return target
+
+
+def resolve_blocks(
+    model: nn.Module, block: str | type[nn.Module] | Sequence[str | type[nn.Module]] | None
+) -> tuple[tuple[type[nn.Module], ...], bool]:
+    if block is None:
+        return (), True
+    wanted = [block] if isinstance(block, (str, type)) else list(block)
+    types: list[type[nn.Module]] = []
+    for w in wanted:
+        if isinstance(w, type):
+            types.append(w)
+            continue
+        matches = {type(m) for m in model.modules() if type(m).__name__ == w}
+        if not matches:
+            classes = sorted({type(m).__name__ for m in model.modules()})
+            raise UsageError(
+                f"the model has no module of class {w!r} (its classes: {', '.join(classes[:12])}"
+                f"{', ...' if len(classes) > 12 else ''})"
+            )
+        types.extend(sorted(matches, key=lambda t: t.__qualname__))
+    return tuple(types), False
+
+
+def with_found_blocks(target: Target, input_shape: Shape) -> Target:
+    """Find the blocks of a model traced without ``block``: a shape-only pass watches residual adds."""
+    x = torch.empty(tuple(input_shape), device="meta", dtype=_param_dtype(target.model))
+    if not _is_meta(target.model):
+        x = torch.zeros(
+            tuple(input_shape), dtype=_param_dtype(target.model), device=_param_device(target.model)
+        )
+    types = find_block_types(target, x)
+    info = dataclasses.replace(target.info, block=",".join(t.__name__ for t in types), block_found=True)
+    return dataclasses.replace(target, block_types=types, info=info)
+
+
+def _is_meta(model: nn.Module) -> bool:
+    tensors = list(model.parameters()) + list(model.buffers())
+    return bool(tensors) and all(t.is_meta for t in tensors)
+
+
+def _param_dtype(model: nn.Module) -> torch.dtype:
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+def _param_device(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def trace_shapes(target: Target, input_shape: Shape, *, command: str = "summary") -> Trace:
-    """A shape-only trace on ``meta``: no weights, no activations, any size."""
-    dtype = next((p.dtype for p in target.model.parameters()), torch.float32)
-    x = torch.empty(input_shape, device="meta", dtype=dtype)
-    shape_only = all(p.is_meta for p in target.model.parameters())
-    rec, out, failure = run_forward(target, x, shape_only=shape_only)
-    rows = freeze_rows(rec, timed=False)
+def check_channels(target: Target, shape: Shape) -> None:
+    """The seed's stem takes 3 channels: say so before tracing; other models say it themselves."""
+    if target.info.source == "builtin" and target.channels is not None and len(shape) > 1:
+        if shape[1] != target.channels:
+            n, c, *rest = shape
+            fixed = "x".join(str(d) for d in (n, target.channels, *rest))
+            raise UsageError(
+                f"--input {'x'.join(map(str, shape))} has {c} channel{'s' if c != 1 else ''}; the seed's "
+                f"stem takes {target.channels} (try {fixed})"
+            )
+
+
+def trace_shapes(
+    target: Target, input_shape: Shape, *, command: str = "summary", train: bool = False
+) -> Trace:
+    """A shape-only trace: on ``meta`` when the model is there, no weights, no activations, any size.
+
+    ``train`` runs the forward with autograd in ``train()`` mode and records what it saves.
+    """
+    check_channels(target, input_shape)
+    dtype = _param_dtype(target.model)
+    meta = _is_meta(target.model) or not list(target.model.parameters())
+    device = "meta" if meta else str(_param_device(target.model))
+    x = torch.empty(tuple(input_shape), device=device, dtype=dtype)
+    if not meta:
+        x = torch.zeros(tuple(input_shape), device=device, dtype=dtype)
+    fwd = run_forward(target, x, train=train)
+    rec = fwd.recorder
+    rows = freeze_rows(target, rec, timed=False)
     return Trace(
         command=command,
         model=target.info,
-        device="meta",
+        device=device if not meta else "meta",
         dtype=_dtype_name(dtype),
         input_shape=tuple(input_shape),
-        output_shape=rec.output_shape if failure is None else None,
+        output_shape=output_shape(fwd.output) if fwd.failure is None else None,
         rows=rows,
-        totals=totals(rec),
-        error=diagnose(target, rec, failure, rows) if failure is not None else None,
+        totals=totals(target.model, rec),
+        error=diagnose(target, rec.failure, fwd.failure, rows) if fwd.failure is not None else None,
         accepted_sizes=target.accepted_sizes,
+        outputs=outputs(fwd.output) if fwd.failure is None else (),
     )
 
 
 def trace_tree(target: Target, input_shape: Shape) -> tuple[TreeNode, TraceError | None]:
     """The module tree, marked with what ran in a shape-only trace of ``input_shape``."""
-    x = torch.empty(input_shape, device="meta")
-    rec, _, failure = run_forward(target, x, shape_only=True)
-    error = diagnose(target, rec, failure, freeze_rows(rec, timed=False)) if failure else None
-    return module_tree(target.model, rec.ran), error
+    check_channels(target, input_shape)
+    x = torch.empty(tuple(input_shape), device="meta", dtype=_param_dtype(target.model))
+    fwd = run_forward(target, x)
+    error = None
+    if fwd.failure is not None:
+        error = diagnose(
+            target, fwd.recorder.failure, fwd.failure, freeze_rows(target, fwd.recorder, timed=False)
+        )
+    return module_tree(target.model, fwd.recorder.ran), error
 
 
 def trace_run(
@@ -123,50 +236,55 @@ def trace_run(
     ``leaves`` (for ``--depth layer``) adds statistics to every leaf call and times them in
     the timed passes, which otherwise hook only the row modules.
     """
+    import time
+
+    from resnet_trace.timing import timed_forwards
+
+    check_channels(target, tuple(int(d) for d in x.shape))
     device = x.device.type
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     sync()
     t0 = time.perf_counter()
-    rec, out, failure = run_forward(target, x, stats=True, leaf_stats=leaves)
+    fwd = run_forward(target, x, stats=True, leaf_stats=leaves)
     sync()
-    first_wall = time.perf_counter() - t0
-    times: list[float | None] | None = None
-    forward_ms = first_wall * 1000
+    forward_ms = (time.perf_counter() - t0) * 1000
+    rec = fwd.recorder
+    times = None
     overhead_ms = None
-    if failure is None and (repeat > 1 or device == "cuda"):
-        per_row, hooked_walls, plain_walls = timed_forwards(
-            target, x, max(repeat, 1), progress, leaves=leaves
-        )
-        times = []
-        for key in row_keys(rec.rows):
-            samples = [t[key] for t in per_row if t.get(key) is not None]
-            times.append(statistics.median(samples) if samples else None)
-        forward_ms = statistics.median(hooked_walls) * 1000
-        overhead_ms = (statistics.median(hooked_walls) - statistics.median(plain_walls)) * 1000
-    rows = freeze_rows(rec, times)
+    if fwd.failure is None and (repeat > 1 or device == "cuda"):
+        row_modules = {id(r.module) for r in rec.rows if r.module is not None and r.depth is not Depth.LAYER}
+        timings = timed_forwards(target, x, max(repeat, 1), row_modules, progress, leaves=leaves)
+        times = timings.per_row
+        forward_ms = timings.forward_s * 1000
+        overhead_ms = None if timings.overhead_s is None else timings.overhead_s * 1000
+    rows = freeze_rows(target, rec, times)
     logits = topk = None
-    if out is not None and isinstance(out, torch.Tensor) and out.device.type != "meta":
-        logits = out.detach().float().cpu()
-        if logits.dim() == 2 and logits.shape[1] > 1:
-            k = min(top_k, logits.shape[1])
-            probs = torch.softmax(logits, dim=1)
-            values, indices = probs.topk(k, dim=1)
+    out = first_tensor(fwd.output) if fwd.failure is None else None
+    if isinstance(fwd.output, dict) and isinstance(fwd.output.get("logits"), torch.Tensor):
+        out = fwd.output["logits"]
+    if out is not None and out.device.type != "meta" and out.is_floating_point():
+        values = out.detach().float().cpu()
+        if values.dim() == 2 and values.shape[1] > 1:
+            k = min(top_k, values.shape[1])
+            probs = torch.softmax(values, dim=1)
+            pv, pi = probs.topk(k, dim=1)
             topk = tuple(
                 tuple((int(i), float(v)) for i, v in zip(idx_row, val_row))
-                for idx_row, val_row in zip(indices.tolist(), values.tolist())
+                for idx_row, val_row in zip(pi.tolist(), pv.tolist())
             )
-        logits = _nested(logits.tolist())
+        logits = _nested(values.tolist())
     return Trace(
         command="run",
         model=target.info,
         device=device,
         dtype=_dtype_name(x.dtype),
         input_shape=tuple(int(d) for d in x.shape),
-        output_shape=rec.output_shape if failure is None else None,
+        output_shape=output_shape(fwd.output) if fwd.failure is None else None,
         rows=rows,
-        totals=totals(rec),
-        error=diagnose(target, rec, failure, rows) if failure is not None else None,
+        totals=totals(target.model, rec),
+        error=diagnose(target, rec.failure, fwd.failure, rows) if fwd.failure is not None else None,
         accepted_sizes=target.accepted_sizes,
+        outputs=outputs(fwd.output) if fwd.failure is None else (),
         run=RunInfo(
             seed=seed,
             repeat=repeat,
@@ -189,11 +307,13 @@ def random_input(
 ) -> torch.Tensor:
     """The ``run`` input: standard normal, from a generator seeded with ``seed``."""
     gen = torch.Generator().manual_seed(seed)
-    return torch.randn(shape, generator=gen).to(device=device, dtype=dtype)
+    return torch.randn(tuple(shape), generator=gen).to(device=device, dtype=dtype)
 
 
 def trace(
     *,
+    model: nn.Module | None = None,
+    block: str | type[nn.Module] | Sequence[str | type[nn.Module]] | None = None,
     base_dim: int = 64,
     num_classes: int = 2,
     input_shape: Sequence[int] = (1, 3, 224, 224),
@@ -202,17 +322,375 @@ def trace(
     real: bool = False,
     seed: int = 0,
 ) -> Trace:
-    """Build the seed's model and trace one input.
+    """Build the seed's model (or take ``model``) and trace one input.
 
     ``real=False`` (default) is ``summary``: shapes, params and MACs on ``meta``.
     ``real=True`` is ``run``: the seed's initialisation under ``seed``, a random
     normal input, a CPU forward with activation statistics.
     """
-    from resnet_trace.spec import parse_shape, positive
+    from resnet_trace.spec import check_shape, check_spec
 
-    spec = ModelSpec(positive("base_dim", base_dim), positive("num_classes", num_classes), variant, head)
-    shape = parse_shape("x".join(str(int(d)) for d in input_shape))
+    shape = check_shape(input_shape)
+    if model is None:
+        spec = check_spec(base_dim=base_dim, num_classes=num_classes, variant=variant, head=head)
+        if not real:
+            return trace_shapes(build_target(spec), shape)
+        target = build_target(spec, device="cpu", init_seed=seed)
+        return trace_run(target, random_input(shape, seed=seed), seed=seed)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+    target = model_target(model, block=block, input_shape=shape)
     if not real:
-        return trace_shapes(build_target(spec), shape)
-    target = build_target(spec, device="cpu", init_seed=seed)
-    return trace_run(target, random_input(shape, seed=seed), seed=seed)
+        return trace_shapes(target, shape)
+    return trace_run(target, random_input(shape, seed=seed, device=str(_param_device(model))), seed=seed)
+
+
+def make_target(
+    *,
+    model_ref: str | None = None,
+    base_dim: int | None = None,
+    num_classes: int | None = None,
+    variant: str = "seed",
+    head: str = "avgpool7",
+    model_args: dict[str, Any] | None = None,
+    block: str | None = None,
+    skip: Sequence[str] | None = None,
+    device: str = "meta",
+    init_seed: int | None = None,
+) -> Target:
+    """The built-in seed (``model_ref=None``) or the user's ``PATH.py:NAME`` built with the arguments given.
+
+    A user model's blocks are found later, by :func:`ensure_blocks`, once the input is known.
+    """
+    from resnet_trace.spec import check_spec
+
+    if model_ref is None:
+        if model_args:
+            raise UsageError(
+                "--model-arg passes arguments to --model; the built-in model takes --base-dim, --num-classes"
+            )
+        spec = check_spec(
+            base_dim=64 if base_dim is None else base_dim,
+            num_classes=2 if num_classes is None else num_classes,
+            variant=variant,
+            head=head,
+        )
+        target = build_target(spec, device=device, init_seed=init_seed)
+        if block is not None and block != "BottleNeck":
+            target = dataclasses.replace(target, block_types=resolve_blocks(target.model, block)[0])
+    else:
+        if (variant, head) != ("seed", "avgpool7"):
+            raise UsageError(
+                "--variant and --head change the built-in model; with --model, edit your own file"
+            )
+        from resnet_trace.usermodel import load_user_target
+
+        target = load_user_target(
+            model_ref,
+            base_dim=base_dim,
+            num_classes=num_classes,
+            model_args=model_args,
+            block=block,
+            device=device,
+            init_seed=init_seed,
+        )
+    if skip:
+        target = dataclasses.replace(target, skip_override=tuple(skip))
+    return target
+
+
+def default_input(target: Target) -> Shape:
+    """1 x the model's channels x 224 x 224 (3 channels when the model does not say)."""
+    return (1, target.channels or 3, 224, 224)
+
+
+def ensure_blocks(target: Target, input_shape: Shape) -> Target:
+    """A user model traced without ``block``: find its blocks with a shape-only pass of ``input_shape``."""
+    if target.info.block_found and not target.block_types:
+        return with_found_blocks(target, input_shape)
+    return target
+
+
+def summary_traces(
+    *,
+    inputs: Sequence[Shape] | None = None,
+    model_ref: str | None = None,
+    base_dim: int | None = None,
+    num_classes: int | None = None,
+    variant: str = "seed",
+    head: str = "avgpool7",
+    model_args: dict[str, Any] | None = None,
+    block: str | None = None,
+    skip: Sequence[str] | None = None,
+    train: bool = False,
+    command: str = "summary",
+    dtype: str = "float32",
+) -> list[Trace]:
+    """``resnet-trace summary``: a shape-only trace of each input (the model's default input when none)."""
+    target = make_target(
+        model_ref=model_ref,
+        base_dim=base_dim,
+        num_classes=num_classes,
+        variant=variant,
+        head=head,
+        model_args=model_args,
+        block=block,
+        skip=skip,
+    )
+    shapes = list(inputs) if inputs else [default_input(target)]
+    target = ensure_blocks(target, shapes[0])
+    if dtype != "float32":
+        target.model.to(dtype=DTYPES[dtype])
+    return [trace_shapes(target, s, command=command, train=train) for s in shapes]
+
+
+def run_traces(
+    *,
+    inputs: Sequence[Shape] | None = None,
+    input_file: str | None = None,
+    weights: str | None = None,
+    model_ref: str | None = None,
+    base_dim: int | None = None,
+    num_classes: int | None = None,
+    variant: str = "seed",
+    head: str = "avgpool7",
+    model_args: dict[str, Any] | None = None,
+    block: str | None = None,
+    skip: Sequence[str] | None = None,
+    seed: int = 0,
+    repeat: int = 1,
+    top_k: int = 5,
+    device: str = "cpu",
+    dtype: str = "float32",
+    leaves: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> list[Trace]:
+    """``resnet-trace run``: a real forward per input, after a shape-only trace checks it fits in memory.
+
+    ``weights`` are assigned into a meta-built model (no wasted initialisation); otherwise the
+    model is initialised under ``seed``. ``input_file`` replaces ``inputs``.
+    """
+    from pathlib import Path
+
+    from resnet_trace.loading import load_input, load_weights
+    from resnet_trace.memory import guard
+
+    if input_file is not None and inputs:
+        raise UsageError("give --input or --input-file, not both")
+    dev = resolve_device(device)
+    torch_dtype = DTYPES[dtype]
+    meta_target = make_target(
+        model_ref=model_ref,
+        base_dim=base_dim,
+        num_classes=num_classes,
+        variant=variant,
+        head=head,
+        model_args=model_args,
+        block=block,
+        skip=skip,
+    )
+    x_file = None
+    if input_file is not None:
+        x_file = load_input(Path(input_file))
+        shapes: list[Shape] = [tuple(int(d) for d in x_file.shape)]
+    else:
+        shapes = list(inputs) if inputs else [default_input(meta_target)]
+    meta_target = ensure_blocks(meta_target, shapes[0])
+    if dev == "meta":
+        if weights is not None:
+            raise UsageError("--weights needs a real device: --device meta traces shapes only")
+        meta_target.model.to(dtype=torch_dtype)
+        return [trace_shapes(meta_target, s, command="run") for s in shapes]
+    room = device_memory(dev)
+    for s in shapes:
+        guard(
+            trace_shapes(meta_target, s),
+            torch_dtype.itemsize,
+            available=room,
+            where="memory" if dev == "cpu" else f"{dev} memory",
+        )
+    if weights is not None:
+        target = meta_target
+        spec = ModelSpec(
+            base_dim=target.info.base_dim or 64,
+            num_classes=target.info.num_classes or 2,
+            variant=variant,
+            head=head,
+        )
+        load_weights(Path(weights), target.model, spec)
+        target.model.to(device=dev, dtype=torch_dtype)
+    else:
+        target = make_target(
+            model_ref=model_ref,
+            base_dim=base_dim,
+            num_classes=num_classes,
+            variant=variant,
+            head=head,
+            model_args=model_args,
+            block=block,
+            skip=skip,
+            device=dev,
+            init_seed=seed,
+        )
+        target = dataclasses.replace(target, block_types=meta_target.block_types, info=meta_target.info)
+        target.model.to(dtype=torch_dtype)
+    traces = []
+    for s in shapes:
+        x = (
+            x_file.to(device=dev, dtype=torch_dtype)
+            if x_file is not None
+            else random_input(s, seed=seed, device=dev, dtype=torch_dtype)
+        )
+        traces.append(
+            trace_run(
+                target,
+                x,
+                repeat=repeat,
+                top_k=top_k,
+                seed=seed if x_file is None else None,
+                weights=str(weights) if weights else None,
+                input_file=str(input_file) if input_file else None,
+                progress=progress,
+                leaves=leaves,
+            )
+        )
+    return traces
+
+
+# -- views, checks, comparisons: every command's work, as one call each -----------------------------
+def report(
+    trace: Trace, *, depth: Depth | str = Depth.BLOCK, collapse: bool = False, filter: str | None = None
+) -> Report:
+    """The rows of ``trace`` shown at ``depth`` (filtered by the ``filter`` regex, folded with ``collapse``)."""
+    from resnet_trace.views import view
+
+    d = Depth(depth)
+    return Report(
+        trace=trace,
+        rows=tuple(view(trace.rows, d, fold=collapse, pattern=filter)),
+        depth=d,
+        collapsed=collapse,
+        filter=filter,
+    )
+
+
+def check(
+    golden: str | os.PathLike[str],
+    *,
+    base_dim: int | None = None,
+    num_classes: int | None = None,
+    inputs: Sequence[Shape] | None = None,
+    variant: str | None = None,
+    head: str | None = None,
+    model: str | None = None,
+) -> Differences:
+    """Re-trace the configuration recorded in ``golden`` (or the overrides) and compare every field.
+
+    A golden file is data: it never names code to run. A trace of a user model needs ``model``.
+    """
+    from pathlib import Path
+
+    from resnet_trace.diffing import compare_all, load_documents
+    from resnet_trace.spec import parse_shape
+
+    docs = load_documents(Path(golden))
+    if inputs:
+        plan = [(docs[min(i, len(docs) - 1)], tuple(s)) for i, s in enumerate(inputs)]
+    else:
+        plan = [(doc, parse_shape("x".join(map(str, doc["input_shape"])))) for doc in docs]
+    got_docs = []
+    targets: dict[tuple, Target] = {}
+    for doc, shape in plan:
+        m = doc.get("model") or {}
+        source = m.get("source", "builtin")
+        if model is None and source != "builtin":
+            raise UsageError(
+                f"{str(golden)!r} was traced from {source!r}; check never runs code a data file names: "
+                f"pass --model {source} yourself if you trust it"
+            )
+        var = variant or (m.get("variant") if m.get("variant") in ("seed", "fixed") else "seed")
+        hd = head or (m.get("head") if m.get("head") in ("avgpool7", "adaptive") else "avgpool7")
+        bd = base_dim if base_dim is not None else m.get("base_dim")
+        nc = num_classes if num_classes is not None else m.get("num_classes")
+        if model is None:
+            bd, nc = bd or 64, nc or 2
+        block = m.get("block") if model is not None and not m.get("block_found") else None
+        key = (model, bd, nc, var, hd, block)
+        if key not in targets:
+            targets[key] = make_target(
+                model_ref=model,
+                base_dim=bd,
+                num_classes=nc,
+                variant=var if model is None else "seed",
+                head=hd if model is None else "avgpool7",
+                block=block,
+            )
+        target = ensure_blocks(targets[key], tuple(shape))
+        t = trace_shapes(target, tuple(shape))
+        got_docs.append(
+            report(
+                t,
+                depth=doc.get("depth", "block"),
+                collapse=bool(doc.get("collapsed")),
+                filter=doc.get("filter"),
+            ).to_dict()
+        )
+    return Differences(expected=str(golden), got="this trace", differences=tuple(compare_all(docs, got_docs)))
+
+
+def diff(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> Differences:
+    """Compare two saved traces field by field."""
+    from pathlib import Path
+
+    from resnet_trace.diffing import compare_all, load_documents
+
+    return Differences(
+        expected=str(a),
+        got=str(b),
+        differences=tuple(compare_all(load_documents(Path(a)), load_documents(Path(b)))),
+    )
+
+
+def compare(
+    *,
+    base_dim: int = 64,
+    num_classes: int = 2,
+    input_shape: Sequence[int] = (1, 3, 224, 224),
+    head: str = "avgpool7",
+    train: bool = False,
+) -> Comparison:
+    """The seed beside its fixed variant, block by block."""
+    from resnet_trace.spec import check_shape, check_spec
+
+    shape = check_shape(input_shape)
+    reports = []
+    for variant in ("seed", "fixed"):
+        spec = check_spec(base_dim=base_dim, num_classes=num_classes, variant=variant, head=head)
+        reports.append(report(trace_shapes(build_target(spec), shape, train=train)))
+    return Comparison(seed=reports[0], fixed=reports[1])
+
+
+def tree(
+    *,
+    model_ref: str | None = None,
+    base_dim: int | None = None,
+    num_classes: int | None = None,
+    variant: str = "seed",
+    head: str = "avgpool7",
+    model_args: dict[str, Any] | None = None,
+    block: str | None = None,
+    input_shape: Sequence[int] | None = None,
+) -> ModuleTree:
+    """The module tree with parameter counts, marked with what ran in a shape-only trace."""
+    target = make_target(
+        model_ref=model_ref,
+        base_dim=base_dim,
+        num_classes=num_classes,
+        variant=variant,
+        head=head,
+        model_args=model_args,
+        block=block,
+    )
+    shape = tuple(input_shape) if input_shape else default_input(target)
+    root, error = trace_tree(target, shape)
+    return ModuleTree(root=root, input_shape=shape, error=error)

@@ -18,7 +18,7 @@ from resnet_trace import __version__
 from resnet_trace.cliio import OneLineErrors, _check_writable, _color, _say, write_output
 from resnet_trace.errors import ExitCode, UsageError
 from resnet_trace.records import Depth, Report
-from resnet_trace.spec import ModelSpec, expand_inputs, parse_shape, positive
+from resnet_trace.spec import expand_inputs, positive
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 success; 1 check/diff found differences; 2 usage error (bad option or shape, "
@@ -98,9 +98,20 @@ def _root(
 
 
 # -- shared options (defined once) ------------------------------------------------
-BaseDim = Annotated[int, typer.Option("--base-dim", help="Width of the stem; stages use 1-32x this.")]
+BaseDim = Annotated[
+    int | None,
+    typer.Option(
+        "--base-dim",
+        help="Width of the stem; stages use 1-32x this (default 64). Passed to --model only when given.",
+    ),
+]
 NumClasses = Annotated[
-    int, typer.Option("--num-classes", help="Outputs of fc_layer (the seed's default is 2).")
+    int | None,
+    typer.Option("--num-classes", help="Outputs of fc_layer (default 2). Passed to --model only when given."),
+]
+ModelArgs = Annotated[
+    list[str] | None,
+    typer.Option("--model-arg", help="KEY=VALUE passed to --model (repeatable; VALUE a Python literal)."),
 ]
 Inputs = Annotated[
     list[str] | None,
@@ -138,26 +149,24 @@ ModelOpt = Annotated[
         "(a class or factory; importing it RUNS ITS CODE).",
     ),
 ]
-BlockOpt = Annotated[str, typer.Option("--block", help="Class name of the blocks in --model.")]
-SkipOpt = Annotated[str, typer.Option("--skip", help="Comma-separated names of the blocks' skip submodules.")]
+BlockOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--block",
+        help="Class name of the blocks in --model (default: the modules that add onto their input).",
+    ),
+]
+SkipOpt = Annotated[
+    str | None,
+    typer.Option("--skip", help="Override: report these child modules as the skip path when they ran."),
+]
 SvgOpt = Annotated[Path | None, typer.Option("--svg", help="Also save the table as an SVG picture.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks of internal errors.")]
 
 
-DEFAULT_BLOCK = "BottleNeck"
-DEFAULT_SKIP = "downsample,dim_equalizer"
-
-
-def _spec(base_dim: int, num_classes: int, variant: Variant, head: Head) -> ModelSpec:
-    return ModelSpec(
-        base_dim=positive("--base-dim", base_dim),
-        num_classes=positive("--num-classes", num_classes),
-        variant=variant.value,
-        head=head.value,
-    )
-
-
-def _skip_names(skip: str) -> tuple[str, ...]:
+def _skip_names(skip: str | None) -> tuple[str, ...] | None:
+    if skip is None:
+        return None
     names = tuple(s.strip() for s in skip.split(",") if s.strip())
     if not names:
         raise UsageError("--skip needs at least one submodule name")
@@ -234,30 +243,48 @@ def _stopped(errors: list[tuple[tuple[int, ...], Any]]) -> int:
 
 
 def _target(
-    spec: ModelSpec,
+    base_dim: int | None,
+    num_classes: int | None,
+    variant: Variant,
+    head: Head,
     model: str | None,
-    block: str,
-    skip: str,
+    model_arg: list[str] | None,
+    block: str | None,
+    skip: str | None,
     device: str = "meta",
     init_seed: int | None = None,
 ):
-    if model is None:
-        from resnet_trace.api import build_target
+    from resnet_trace.api import make_target
+    from resnet_trace.usermodel import parse_model_args
 
-        return build_target(spec, device=device, init_seed=init_seed)
-    if (spec.variant, spec.head) != ("seed", "avgpool7"):
-        raise UsageError("--variant and --head change the built-in model; with --model, edit your own file")
-    from resnet_trace.usermodel import load_user_target
-
-    return load_user_target(
-        model, spec, block=block, skip=_skip_names(skip), device=device, init_seed=init_seed
+    if base_dim is not None:
+        positive("--base-dim", base_dim)
+    if num_classes is not None:
+        positive("--num-classes", num_classes)
+    return make_target(
+        model_ref=model,
+        base_dim=base_dim,
+        num_classes=num_classes,
+        variant=variant.value,
+        head=head.value,
+        model_args=parse_model_args(model_arg),
+        block=block,
+        skip=_skip_names(skip),
+        device=device,
+        init_seed=init_seed,
     )
+
+
+def _shapes(input: list[str] | None, target) -> list[tuple[int, int, int, int]]:
+    from resnet_trace.api import default_input
+
+    return expand_inputs(input or ["x".join(map(str, default_input(target)))])
 
 
 @app.command(epilog=EXIT_CODES_HELP)
 def summary(
-    base_dim: BaseDim = 64,
-    num_classes: NumClasses = 2,
+    base_dim: BaseDim = None,
+    num_classes: NumClasses = None,
     input: Inputs = None,
     format: FormatOpt = Format.table,
     output: Output = None,
@@ -267,31 +294,37 @@ def summary(
     collapse: CollapseOpt = False,
     filter: FilterOpt = None,
     model: ModelOpt = None,
-    block: BlockOpt = DEFAULT_BLOCK,
-    skip: SkipOpt = DEFAULT_SKIP,
+    model_arg: ModelArgs = None,
+    block: BlockOpt = None,
+    skip: SkipOpt = None,
     svg: SvgOpt = None,
     debug: DebugOpt = False,
 ) -> int:
     """Shapes, params, MACs and skip paths per block, without weights or activations (meta device)."""
-    spec = _spec(base_dim, num_classes, variant, head)
     _check_writable(output, "--output")
     _check_writable(svg, "--svg")
-    shapes = expand_inputs(input or ["1x3x224x224"])
-    if filter:
-        from resnet_trace.views import filter_rows
+    _check_filter(filter)
+    from resnet_trace.api import summary_traces
+    from resnet_trace.usermodel import parse_model_args
 
-        filter_rows((), filter)  # validate the regex before any work
-    from resnet_trace.api import trace_shapes
-
-    target = _target(spec, model, block, skip)
-    traces = [trace_shapes(target, shape) for shape in shapes]
+    traces = summary_traces(
+        inputs=expand_inputs(input) if input else None,
+        model_ref=model,
+        base_dim=_opt_positive("--base-dim", base_dim),
+        num_classes=_opt_positive("--num-classes", num_classes),
+        variant=variant.value,
+        head=head.value,
+        model_args=parse_model_args(model_arg),
+        block=block,
+        skip=_skip_names(skip),
+    )
     return _finish(traces, _reports(traces, depth, collapse, filter), format, output, svg)
 
 
 @app.command(epilog=EXIT_CODES_HELP)
 def run(
-    base_dim: BaseDim = 64,
-    num_classes: NumClasses = 2,
+    base_dim: BaseDim = None,
+    num_classes: NumClasses = None,
     input: Inputs = None,
     input_file: Annotated[
         Path | None,
@@ -323,87 +356,58 @@ def run(
     collapse: CollapseOpt = False,
     filter: FilterOpt = None,
     model: ModelOpt = None,
-    block: BlockOpt = DEFAULT_BLOCK,
-    skip: SkipOpt = DEFAULT_SKIP,
+    model_arg: ModelArgs = None,
+    block: BlockOpt = None,
+    skip: SkipOpt = None,
     svg: SvgOpt = None,
     debug: DebugOpt = False,
 ) -> int:
     """A real forward (eval, no_grad) with per-block time and activation statistics, logits and top-k."""
-    spec = _spec(base_dim, num_classes, variant, head)
     _check_writable(output, "--output")
     _check_writable(svg, "--svg")
     positive("--repeat", repeat)
     positive("--top-k", top_k)
-    if input_file is not None and input:
-        raise UsageError("give --input or --input-file, not both")
-    shapes = expand_inputs(input or ["1x3x224x224"]) if input_file is None else []
-    if filter:
+    positive("--seed", seed + 1)
+    _check_filter(filter)
+    from resnet_trace.api import run_traces
+    from resnet_trace.usermodel import parse_model_args
+
+    if device.value == "meta" and (seed, repeat, top_k) != (0, 1, 5):
+        _say("note: --device meta traces shapes only; --seed, --repeat and --top-k do not apply")
+    shapes = expand_inputs(input) if input else None
+    with _progress(repeat * (len(shapes) if shapes else 1)) as advance:
+        traces = run_traces(
+            inputs=shapes,
+            input_file=str(input_file) if input_file is not None else None,
+            weights=str(weights) if weights is not None else None,
+            model_ref=model,
+            base_dim=_opt_positive("--base-dim", base_dim),
+            num_classes=_opt_positive("--num-classes", num_classes),
+            variant=variant.value,
+            head=head.value,
+            model_args=parse_model_args(model_arg),
+            block=block,
+            skip=_skip_names(skip),
+            seed=seed,
+            repeat=repeat,
+            top_k=top_k,
+            device=device.value,
+            dtype=dtype.value,
+            leaves=depth is Depth.LAYER,
+            progress=advance,
+        )
+    return _finish(traces, _reports(traces, depth, collapse, filter), format, output, svg)
+
+
+def _opt_positive(name: str, value: int | None) -> int | None:
+    return None if value is None else positive(name, value)
+
+
+def _check_filter(pattern: str | None) -> None:
+    if pattern:
         from resnet_trace.views import filter_rows
 
-        filter_rows((), filter)
-    from resnet_trace import api
-
-    dev = api.resolve_device(device.value)
-    torch_dtype = api.DTYPES[dtype.value]
-    x_file = None
-    if input_file is not None:
-        from resnet_trace.loading import load_input
-
-        x_file = load_input(input_file)
-        shapes = [tuple(int(d) for d in x_file.shape)]
-    if dev == "meta":
-        if weights is not None:
-            raise UsageError("--weights needs a real device: --device meta traces shapes only")
-        if (seed, repeat, top_k) != (0, 1, 5):
-            _say("note: --device meta traces shapes only; --seed, --repeat and --top-k do not apply")
-        target = _target(spec, model, block, skip)
-        target.model.to(dtype=torch_dtype)
-        traces = [api.trace_shapes(target, s, command="run") for s in shapes]
-        return _finish(traces, _reports(traces, depth, collapse, filter), format, output, svg)
-    # Memory guard: a shape-only trace first, then refuse what cannot fit.
-    from resnet_trace.memory import guard
-
-    meta_target = _target(spec, model, block, skip)
-    room = api.device_memory(dev)
-    for s in shapes:
-        guard(
-            api.trace_shapes(meta_target, s),
-            torch_dtype.itemsize,
-            available=room,
-            where="memory" if dev == "cpu" else f"{dev} memory",
-        )
-    if weights is not None:
-        target = meta_target  # weights are assigned into the meta-built model: no wasted init
-        from resnet_trace.loading import load_weights
-
-        load_weights(weights, target.model, spec)
-        target.model.to(device=dev, dtype=torch_dtype)
-    else:
-        target = _target(spec, model, block, skip, device=dev, init_seed=seed)
-        target.model.to(dtype=torch_dtype)
-    progress_ctx = _progress(repeat * len(shapes))
-    traces = []
-    with progress_ctx as advance:
-        for s in shapes:
-            x = (
-                x_file.to(device=dev, dtype=torch_dtype)
-                if x_file is not None
-                else api.random_input(s, seed=seed, device=dev, dtype=torch_dtype)
-            )
-            traces.append(
-                api.trace_run(
-                    target,
-                    x,
-                    repeat=repeat,
-                    top_k=top_k,
-                    seed=seed if x_file is None else None,
-                    weights=str(weights) if weights else None,
-                    input_file=str(input_file) if input_file else None,
-                    progress=advance,
-                    leaves=depth is Depth.LAYER,
-                )
-            )
-    return _finish(traces, _reports(traces, depth, collapse, filter), format, output, svg)
+        filter_rows((), pattern)  # validate the regex before any work
 
 
 class _progress:
@@ -433,24 +437,6 @@ class _progress:
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.__exit__(None, None, None)
-
-
-def _override(
-    doc: dict, base_dim: int | None, num_classes: int | None, variant: Variant | None, head: Head | None
-) -> ModelSpec:
-    m = doc.get("model") or {}
-    return ModelSpec(
-        base_dim=positive("--base-dim", base_dim if base_dim is not None else int(m.get("base_dim") or 64)),
-        num_classes=positive(
-            "--num-classes", num_classes if num_classes is not None else int(m.get("num_classes") or 2)
-        ),
-        variant=variant.value
-        if variant is not None
-        else (m.get("variant") if m.get("variant") in ("seed", "fixed") else "seed"),
-        head=head.value
-        if head is not None
-        else (m.get("head") if m.get("head") in ("avgpool7", "adaptive") else "avgpool7"),
-    )
 
 
 def _emit_differences(diffs: list, fmt: Format, output: Path | None, expected: str, got: str) -> int:
@@ -491,40 +477,18 @@ def check(
     debug: DebugOpt = False,
 ) -> int:
     """Re-trace with the configuration recorded in GOLDEN and compare every shape, skip, param and MAC count."""
-    from resnet_trace.diffing import compare_all, load_documents
+    from resnet_trace.api import check as check_golden
 
-    golden_docs = load_documents(golden)
-    overrides = expand_inputs(input) if input else None
-    from resnet_trace.api import trace_shapes
-    from resnet_trace.render.data import trace_dict
-
-    got_docs = []
-    targets: dict = {}
-    if overrides is None:
-        # The recorded input is checked as if typed on the command line.
-        plan = [(doc, parse_shape("x".join(map(str, doc["input_shape"])))) for doc in golden_docs]
-    else:  # inputs given on the command line replace the recorded ones, in order
-        plan = [(golden_docs[min(i, len(golden_docs) - 1)], s) for i, s in enumerate(overrides)]
-    for doc, shape in plan:
-        spec = _override(doc, base_dim, num_classes, variant, head)
-        m = doc.get("model") or {}
-        ref = (
-            model if model is not None else (None if m.get("source", "builtin") == "builtin" else m["source"])
-        )
-        key = (spec, ref)
-        if key not in targets:
-            targets[key] = _target(
-                spec,
-                ref,
-                m.get("block", DEFAULT_BLOCK),
-                ",".join(m["skip"]) if m.get("skip") else DEFAULT_SKIP,
-            )
-        t = trace_shapes(targets[key], shape)
-        depth = Depth(doc.get("depth", "block"))
-        report = _reports([t], depth, bool(doc.get("collapsed")), doc.get("filter"))[0]
-        got_docs.append(trace_dict(report))
-    diffs = compare_all(golden_docs, got_docs)
-    return _emit_differences(diffs, format, output, str(golden), "this trace")
+    result = check_golden(
+        golden,
+        base_dim=_opt_positive("--base-dim", base_dim),
+        num_classes=_opt_positive("--num-classes", num_classes),
+        inputs=expand_inputs(input) if input else None,
+        variant=variant.value if variant is not None else None,
+        head=head.value if head is not None else None,
+        model=model,
+    )
+    return _emit_differences(list(result.differences), format, output, result.expected, result.got)
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -536,11 +500,10 @@ def diff(
     debug: DebugOpt = False,
 ) -> int:
     """Compare two saved traces: every shape, skip path, param and MAC count (exit 1 when they differ)."""
-    from resnet_trace.diffing import compare_all, load_documents
+    from resnet_trace.api import diff as diff_files
 
-    return _emit_differences(
-        compare_all(load_documents(a), load_documents(b)), format, output, str(a), str(b)
-    )
+    result = diff_files(a, b)
+    return _emit_differences(list(result.differences), format, output, result.expected, result.got)
 
 
 @app.command()
@@ -554,8 +517,8 @@ def schema(output: Output = None) -> int:
 
 @app.command(epilog=EXIT_CODES_HELP)
 def compare(
-    base_dim: BaseDim = 64,
-    num_classes: NumClasses = 2,
+    base_dim: BaseDim = None,
+    num_classes: NumClasses = None,
     input: Annotated[str, typer.Option("--input", "-i", help="Input shape NxCxHxW.")] = "1x3x224x224",
     head: HeadOpt = Head.avgpool7,
     format: FormatOpt = Format.table,
@@ -564,30 +527,34 @@ def compare(
     debug: DebugOpt = False,
 ) -> int:
     """The seed beside its fixed variant: per block skip path, params and MACs, and the difference."""
-    from resnet_trace.api import build_target, trace_shapes
+    from resnet_trace.api import compare as compare_variants
     from resnet_trace.render.compare import compare_renderables, render_compare
 
     shape = _one_shape(input)
     _check_writable(output, "--output")
     _check_writable(svg, "--svg")
-    reports = []
-    for variant in (Variant.seed, Variant.fixed):
-        spec = _spec(base_dim, num_classes, variant, head)
-        reports.append(_reports([trace_shapes(build_target(spec), shape)], Depth.BLOCK, False, None)[0])
+    result = compare_variants(
+        base_dim=positive("--base-dim", 64 if base_dim is None else base_dim),
+        num_classes=positive("--num-classes", 2 if num_classes is None else num_classes),
+        input_shape=shape,
+        head=head.value,
+    )
     color, width = _color(output)
-    write_output(render_compare(reports[0], reports[1], format.value, color=color, width=width), output)
+    write_output(render_compare(result.seed, result.fixed, format.value, color=color, width=width), output)
     if svg is not None:
         from resnet_trace.render.table import svg_of
 
-        write_output(svg_of(compare_renderables(reports[0], reports[1])), svg, "--svg")
-    return _stopped([(reports[0].trace.input_shape, reports[0].trace.error)])
+        write_output(svg_of(compare_renderables(result.seed, result.fixed)), svg, "--svg")
+    return _stopped([(result.seed.input_shape, result.seed.error)])
 
 
 @app.command(epilog=EXIT_CODES_HELP)
 def graph(
-    base_dim: BaseDim = 64,
-    num_classes: NumClasses = 2,
-    input: Annotated[str, typer.Option("--input", "-i", help="Input shape NxCxHxW.")] = "1x3x224x224",
+    base_dim: BaseDim = None,
+    num_classes: NumClasses = None,
+    input: Annotated[
+        str | None, typer.Option("--input", "-i", help="Input shape NxCxHxW (default 1xCx224x224).")
+    ] = None,
     format: Annotated[
         GraphFormat, typer.Option("--format", "-f", help="mermaid (renders on GitHub) or dot (Graphviz).")
     ] = GraphFormat.mermaid,
@@ -595,27 +562,38 @@ def graph(
     head: HeadOpt = Head.avgpool7,
     output: Output = None,
     model: ModelOpt = None,
-    block: BlockOpt = DEFAULT_BLOCK,
-    skip: SkipOpt = DEFAULT_SKIP,
+    model_arg: ModelArgs = None,
+    block: BlockOpt = None,
+    skip: SkipOpt = None,
     debug: DebugOpt = False,
 ) -> int:
     """The block chain as Mermaid or DOT text: each skip path its own labelled edge, stages as subgraphs."""
-    from resnet_trace.api import trace_shapes
+    from resnet_trace.api import summary_traces
     from resnet_trace.render.graph import render_graph
+    from resnet_trace.usermodel import parse_model_args
 
-    spec = _spec(base_dim, num_classes, variant, head)
-    t = trace_shapes(_target(spec, model, block, skip), _one_shape(input))
+    (t,) = summary_traces(
+        inputs=[_one_shape(input)] if input else None,
+        model_ref=model,
+        base_dim=_opt_positive("--base-dim", base_dim),
+        num_classes=_opt_positive("--num-classes", num_classes),
+        variant=variant.value,
+        head=head.value,
+        model_args=parse_model_args(model_arg),
+        block=block,
+        skip=_skip_names(skip),
+    )
     write_output(render_graph(t, format.value), output)
     return _stopped([(t.input_shape, t.error)])
 
 
 @app.command(epilog=EXIT_CODES_HELP)
 def tree(
-    base_dim: BaseDim = 64,
-    num_classes: NumClasses = 2,
+    base_dim: BaseDim = None,
+    num_classes: NumClasses = None,
     input: Annotated[
-        str, typer.Option("--input", "-i", help="Input shape of the trace that marks what ran.")
-    ] = "1x3x224x224",
+        str | None, typer.Option("--input", "-i", help="Input shape of the trace that marks what ran.")
+    ] = None,
     variant: VariantOpt = Variant.seed,
     head: HeadOpt = Head.avgpool7,
     format: Annotated[
@@ -623,29 +601,39 @@ def tree(
     ] = TreeFormat.table,
     output: Output = None,
     model: ModelOpt = None,
-    block: BlockOpt = DEFAULT_BLOCK,
-    skip: SkipOpt = DEFAULT_SKIP,
+    model_arg: ModelArgs = None,
+    block: BlockOpt = None,
+    skip: SkipOpt = None,
     debug: DebugOpt = False,
 ) -> int:
     """The module tree with parameter counts, marking the modules that never run in a trace."""
-    from resnet_trace.api import trace_tree
+    from resnet_trace.api import tree as module_tree
+    from resnet_trace.usermodel import parse_model_args
 
-    spec = _spec(base_dim, num_classes, variant, head)
-    shape = _one_shape(input)
-    root, error = trace_tree(_target(spec, model, block, skip), shape)
+    result = module_tree(
+        model_ref=model,
+        base_dim=_opt_positive("--base-dim", base_dim),
+        num_classes=_opt_positive("--num-classes", num_classes),
+        variant=variant.value,
+        head=head.value,
+        model_args=parse_model_args(model_arg),
+        block=block,
+        input_shape=_one_shape(input) if input else None,
+    )
     if format is TreeFormat.json:
-        import json
-
-        from resnet_trace.render.tree import tree_doc
-
-        write_output(json.dumps(tree_doc(root), indent=2) + "\n", output)
+        write_output(result.to_json(), output)
     else:
         from resnet_trace.render.tree import render_tree
 
         color, width = _color(output)
-        stopped = error.module if error else None
-        write_output(render_tree(root, input_shape=shape, stopped=stopped, color=color, width=width), output)
-    return _stopped([(shape, error)])
+        stopped = result.error.module if result.error else None
+        write_output(
+            render_tree(
+                result.root, input_shape=result.input_shape, stopped=stopped, color=color, width=width
+            ),
+            output,
+        )
+    return _stopped([(result.input_shape, result.error)])
 
 
 def main() -> None:

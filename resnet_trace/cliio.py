@@ -7,10 +7,17 @@ file) and at most one line on stderr.
 
 from __future__ import annotations
 
+import codecs
+import errno
 import os
+import signal
+import stat
 import sys
 import tempfile
 import traceback
+import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +39,115 @@ _ABORT = tuple({typer.Abort, getattr(_click_exc, "Abort", typer.Abort)})
 _NO_ARGS = getattr(_click_exc, "NoArgsIsHelpError", None) or type("_NeverRaised", (Exception,), {})
 
 
+_lost_lines = 0  # lines _say could not write (stderr closed)
+
+
 def _say(message: str) -> None:
-    """One line on stderr, never parsed as markup."""
-    sys.stderr.write(f"resnet-trace: {message}\n")
-    sys.stderr.flush()
+    """One line on stderr, never parsed as markup; counted, not raised, when stderr is closed."""
+    global _lost_lines
+    try:
+        sys.stderr.write(f"resnet-trace: {message}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):
+        _lost_lines += 1
+
+
+# -- streams: closed descriptors and encodings that cannot spell the table ----------------------
+ASCII_ERRORS = "resnet-trace-ascii"
+_ASCII = {
+    "\u2192": "->",  # →
+    "\u2190": "<-",
+    "\u2193": "v",  # ↓
+    "\u2191": "^",
+    "\u2026": "...",  # …
+    "\u00b7": "-",  # ·
+    "\u00d7": "x",  # ×
+    "\u2013": "-",  # –
+    "\u2014": "-",
+    "\u2022": "*",
+    "\u2248": "~",
+    "\u2264": "<=",
+    "\u2265": ">=",
+    "\u2212": "-",
+    "\u00a0": " ",
+}
+
+
+def ascii_for(ch: str) -> str:
+    """An ASCII stand-in for one character: box drawing becomes ``-|+``, arrows ``->``, others ``?``."""
+    if ch in _ASCII:
+        return _ASCII[ch]
+    if "\u2500" <= ch <= "\u257f":  # box drawing
+        name = unicodedata.name(ch, "")
+        across = "HORIZONTAL" in name or "LEFT" in name or "RIGHT" in name
+        down = "VERTICAL" in name or "UP" in name or "DOWN" in name
+        return "+" if across and down else "|" if down else "-"
+    if "\u2580" <= ch <= "\u259f":  # block elements (bars)
+        return "#"
+    return "?"
+
+
+def _transliterate(exc: UnicodeError) -> tuple[str, int]:
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    return "".join(ascii_for(ch) for ch in exc.object[exc.start : exc.end]), exc.end
+
+
+codecs.register_error(ASCII_ERRORS, _transliterate)
+
+
+class _ClosedStream:
+    """Stands in for a stream whose descriptor was closed before we started (``>&-``)."""
+
+    encoding = "utf-8"
+    errors = "strict"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, f"{self.name} is closed")
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        raise OSError(errno.EBADF, f"{self.name} is closed")
+
+
+def prepare_streams() -> None:
+    """Make closed stdout/stderr fail as one line (exit 2), and non-UTF-8 ones print ASCII."""
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        if getattr(sys, name) is None:
+            try:
+                os.fstat(fd)
+            except OSError:
+                # Plug the descriptor so that no file we open later becomes "stdout".
+                try:
+                    plug = os.open(os.devnull, os.O_WRONLY)
+                    if plug != fd:
+                        os.dup2(plug, fd)
+                        os.close(plug)
+                except OSError:
+                    pass
+            setattr(sys, name, _ClosedStream(name))
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        encoding = getattr(stream, "encoding", None) or "utf-8"
+        try:
+            "\u2500\u2502\u2192\u2193\u2026\u00b7\u00d7".encode(encoding)
+        except UnicodeEncodeError:
+            reconfigure = getattr(stream, "reconfigure", None)
+            if reconfigure is not None:
+                try:
+                    reconfigure(errors=ASCII_ERRORS)
+                except (ValueError, OSError):  # pragma: no cover - a stream that cannot change
+                    pass
+        except LookupError:
+            pass
 
 
 class OneLineErrors(TyperGroup):
@@ -49,6 +161,9 @@ class OneLineErrors(TyperGroup):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:  # noqa: D102
+        global _lost_lines
+        _lost_lines = 0
+        prepare_streams()
         argv = list(sys.argv[1:] if args is None else args)
         debug = "--debug" in argv or bool(os.environ.get("RESNET_TRACE_DEBUG"))
         try:
@@ -60,12 +175,17 @@ class OneLineErrors(TyperGroup):
                 **extra,
             )
             code = rv if isinstance(rv, int) else 0
+            if code == ExitCode.INTERRUPTED:  # Typer turns Ctrl-C into Exit(130), returned here
+                _say("interrupted")
         except _EXIT as exc:
             code = exc.exit_code
             if code == ExitCode.INTERRUPTED:  # Typer's own handling of Ctrl-C inside a command
                 _say("interrupted")
         except _NO_ARGS as exc:
-            sys.stdout.write(exc.ctx.get_help() + "\n")  # type: ignore[union-attr]
+            try:
+                sys.stdout.write(exc.ctx.get_help() + "\n")  # type: ignore[union-attr]
+            except OSError:
+                pass
             code = ExitCode.USAGE
         except _ClickException as exc:
             hint = ""
@@ -74,9 +194,21 @@ class OneLineErrors(TyperGroup):
                 hint = f" (see '{ctx.command_path} --help')"
             _say(f"error: {exc.format_message()}{hint}")
             code = ExitCode.USAGE
-        except (KeyboardInterrupt, *_ABORT):
-            _say("interrupted")
-            code = ExitCode.INTERRUPTED
+        except (KeyboardInterrupt, *_ABORT) as exc:
+            if isinstance(exc.__cause__, EOFError):  # an end of input, not Ctrl-C
+                _say("error: the input ended unexpectedly")
+                code = ExitCode.USAGE
+            else:
+                _say("interrupted")
+                code = ExitCode.INTERRUPTED
+        except RecursionError:
+            _say("error: the input is nested too deeply to read")
+            code = ExitCode.USAGE
+        except MemoryError:
+            _say(
+                "error: out of memory (use 'resnet-trace summary', which needs no memory, or a smaller input)"
+            )
+            code = ExitCode.USAGE
         except TraceToolError as exc:
             _say(f"error: {exc}")
             code = exc.exit_code
@@ -91,6 +223,8 @@ class OneLineErrors(TyperGroup):
                 f"internal error: {type(exc).__name__}: {first} (a bug; rerun with --debug for the traceback)"
             )
             code = ExitCode.INTERNAL
+        if _lost_lines and code == ExitCode.OK:
+            code = ExitCode.USAGE  # something had to be said and stderr could not take it
         if standalone_mode:
             sys.exit(int(code))
         return int(code)
@@ -105,40 +239,116 @@ def _quiet_broken_pipe() -> None:
         pass
 
 
+class _Signalled(BaseException):
+    """SIGTERM or SIGHUP arrived while a temporary file existed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextmanager
+def _cleanup_on_signals() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into an exception for the span of a write (SIGINT already is one)."""
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, frame: object) -> None:
+        raise _Signalled(signum)
+
+    for name in ("SIGTERM", "SIGHUP"):
+        signum = getattr(signal, name, None)
+        if signum is None:
+            continue
+        try:
+            previous[signum] = signal.signal(signum, handler)
+        except (ValueError, OSError):  # not the main thread: leave signals alone
+            pass
+    try:
+        yield
+    except _Signalled as exc:
+        # The temporary file is gone (the caller's finally ran); now die of the signal as asked.
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+        previous.clear()
+        signal.raise_signal(exc.signum)
+        raise SystemExit(128 + exc.signum) from None  # a handler that returned
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def _target(output: Path, option: str) -> tuple[Path, os.stat_result | None]:
+    """The file ``output`` names (a symlink's target) and its stat, refusing what must not be replaced."""
+    real = Path(os.path.realpath(output)) if os.path.islink(output) else output
+    try:
+        st = os.stat(real)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise UsageError(f"{option} {str(output)!r} cannot be written: {exc.strerror or exc}") from None
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode):
+            raise UsageError(f"{option} {str(output)!r} is a directory; name a file")
+        if stat.S_ISREG(st.st_mode) and (not os.access(real, os.W_OK) or not st.st_mode & 0o222):
+            raise UsageError(f"{option} {str(output)!r} is write-protected; it was left as it is")
+        if stat.S_ISSOCK(st.st_mode):
+            raise UsageError(f"{option} {str(output)!r} is a socket; name a file")
+    folder = real.parent if str(real.parent) else Path(".")
+    if not folder.is_dir():
+        raise UsageError(f"{option} {str(output)!r}: folder {str(folder)!r} does not exist")
+    return real, st
+
+
 def write_output(text: str, output: Path | None, option: str = "--output") -> None:
-    """stdout, or ``output`` written atomically (temporary file in the same folder, then renamed)."""
+    """stdout, or ``output`` written atomically (temporary file in the same folder, then renamed).
+
+    A symlink's target is replaced and the link kept; a device or FIFO is written into,
+    never replaced; a write-protected file is refused. The temporary file is removed on
+    SIGINT, SIGTERM and SIGHUP.
+    """
     if output is None:
         try:
             sys.stdout.write(text)
             sys.stdout.flush()
         except BrokenPipeError:  # the reader went away (| head): stop quietly
             _quiet_broken_pipe()
-        except OSError as exc:  # e.g. a full disk behind a redirect
-            raise UsageError(f"cannot write to stdout: {exc.strerror or exc}") from None
+        except (OSError, ValueError) as exc:  # a full disk behind a redirect, a closed stdout
+            raise UsageError(f"cannot write to stdout: {getattr(exc, 'strerror', None) or exc}") from None
         return
-    _check_writable(output, option)
-    folder = output.parent if str(output.parent) else Path(".")
+    real, st = _target(output, option)
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        try:  # a character device or a FIFO: write into it, as a shell redirect would
+            with open(real, "w", encoding="utf-8", newline="") as fh:
+                fh.write(text)
+        except OSError as exc:
+            raise UsageError(f"{option} {str(output)!r} cannot be written: {exc.strerror or exc}") from None
+        return
+    folder = real.parent if str(real.parent) else Path(".")
     tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=folder)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # mkstemp makes the file 0600; give it the mode a plain write would have.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, output)
-        tmp = None
-    except OSError as exc:
-        raise UsageError(f"{option} {str(output)!r} cannot be written: {exc.strerror or exc}") from None
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+    with _cleanup_on_signals():
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{real.name}.", suffix=".tmp", dir=folder)
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            if st is not None:  # keep the mode of the file we replace
+                mode = stat.S_IMODE(st.st_mode)
+            else:  # mkstemp makes the file 0600; give it the mode a plain write would have.
+                umask = os.umask(0)
+                os.umask(umask)
+                mode = 0o666 & ~umask
+            os.chmod(tmp, mode)
+            os.replace(tmp, real)
+            tmp = None
+        except OSError as exc:
+            raise UsageError(f"{option} {str(output)!r} cannot be written: {exc.strerror or exc}") from None
+        finally:
+            if tmp is not None:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
 
 
 def _color(output: Path | None) -> tuple[bool, int]:
@@ -155,8 +365,4 @@ def _check_writable(path: Path | None, option: str) -> None:
     """Refuse an output path before any work, naming the option it came from."""
     if path is None:
         return
-    folder = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise UsageError(f"{option} {str(path)!r} is a directory; name a file")
-    if not folder.is_dir():
-        raise UsageError(f"{option} {str(path)!r}: folder {str(folder)!r} does not exist")
+    _target(path, option)

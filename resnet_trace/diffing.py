@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,32 +36,102 @@ class Difference:
     got: object
 
 
-def load_documents(path: Path) -> list[dict]:
-    """A saved trace: one document or an array of them (json, jsonl)."""
+#: A golden file larger than this is refused unread (a trace of the seed at --depth layer is ~100 KB).
+MAX_DOCUMENT_BYTES = 64 * 2**20
+
+
+def _read_text(path: Path) -> str:
+    """A regular file's text, refused unread when it is a device, a FIFO or too large."""
     try:
-        text = path.read_text(encoding="utf-8")
+        st = os.stat(path)
     except FileNotFoundError:
         raise UsageError(f"{str(path)!r} does not exist") from None
-    except IsADirectoryError:
-        raise UsageError(f"{str(path)!r} is a directory, not a trace file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{str(path)!r} cannot be read: {exc}") from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{str(path)!r} cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"{str(path)!r} is a directory, not a trace file")
+    if not stat.S_ISREG(st.st_mode):
+        raise UsageError(f"{str(path)!r} is not a regular file (a device, FIFO or socket); it was not read")
+    if st.st_size > MAX_DOCUMENT_BYTES:
+        raise UsageError(
+            f"{str(path)!r} holds {st.st_size:,} bytes, more than a trace's limit of {MAX_DOCUMENT_BYTES:,}"
+        )
     try:
-        data = json.loads(text)
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_DOCUMENT_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"{str(path)!r} cannot be read: {exc.strerror or exc}") from None
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise UsageError(f"{str(path)!r} grew past a trace's limit of {MAX_DOCUMENT_BYTES:,} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{str(path)!r} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+
+
+def _parse(text: str, path: Path) -> object:
+    try:
+        return json.loads(text)
     except json.JSONDecodeError:
         try:
-            data = [json.loads(line) for line in text.splitlines() if line.strip()]
+            return [json.loads(line) for line in text.splitlines() if line.strip()]
         except json.JSONDecodeError as exc:
             raise UsageError(f"{str(path)!r} is not JSON: {exc}") from None
+        except RecursionError:
+            raise UsageError(f"{str(path)!r} is nested too deeply to be a trace") from None
+    except RecursionError:
+        raise UsageError(f"{str(path)!r} is nested too deeply to be a trace") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python will convert
+        raise UsageError(f"{str(path)!r} is not usable JSON: {str(exc)[:160]}") from None
+
+
+def load_documents(path: Path) -> list[dict]:
+    """A saved trace: one document or an array of them (json, jsonl), checked before use.
+
+    Each document is validated against the JSON Schema (``resnet-trace schema``) when
+    ``jsonschema`` is installed, and always by the checks of what ``check`` and ``diff`` read.
+    """
+    data = _parse(_read_text(path), path)
     docs = data if isinstance(data, list) else [data]
     if not docs:
         raise UsageError(f"{str(path)!r} holds no trace")
     for i, doc in enumerate(docs):
-        problem = _malformed(doc)
+        try:
+            problem = _malformed(doc) or _schema_problem(doc)
+        except RecursionError:
+            problem = "it is nested too deeply"
         if problem:
             where = f" (document {i + 1})" if len(docs) > 1 else ""
             raise UsageError(f"{str(path)!r} is not a valid resnet-trace document{where}: {problem}")
     return docs
+
+
+_validator: list = []  # the compiled schema validator, once; [None] without jsonschema
+
+
+def _schema_problem(doc: dict) -> str | None:
+    """The first place ``doc`` breaks the JSON Schema, or None (also when jsonschema is missing)."""
+    if not _validator:
+        try:
+            import jsonschema
+        except ImportError:
+            _validator.append(None)
+        else:
+            from importlib.resources import files
+
+            schema = json.loads(files("resnet_trace").joinpath("schema.json").read_text(encoding="utf-8"))
+            cls = jsonschema.validators.validator_for(schema)
+            _validator.append(cls(schema))
+    validator = _validator[0]
+    if validator is None:
+        return None
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(validator.iter_errors(doc))
+    if error is None:
+        return None
+    where = ".".join(str(p) for p in error.absolute_path) or "the document"
+    return f"{where}: {error.message[:200]}"
 
 
 def _is_shape(value: object, length: int | None = None) -> bool:
@@ -70,23 +142,42 @@ def _is_shape(value: object, length: int | None = None) -> bool:
     )
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _malformed(doc: object) -> str | None:
     """What a check or diff would trip over, in words; None when the document is usable."""
     if not isinstance(doc, dict):
         return "not a JSON object"
     if doc.get("schema") != SCHEMA_ID:
-        return f"its schema is {doc.get('schema')!r}, not {SCHEMA_ID!r}"
+        return f"its schema is {str(doc.get('schema'))[:40]!r}, not {SCHEMA_ID!r}"
     if not _is_shape(doc.get("input_shape"), 4):
         return "input_shape is not a list of 4 integers"
+    if doc.get("output_shape") is not None and not _is_shape(doc.get("output_shape")):
+        return "output_shape is not a list of integers or null"
     model = doc.get("model")
     if not isinstance(model, dict):
         return "model is not an object"
     for key in ("base_dim", "num_classes"):
         value = model.get(key)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        if value is not None and (not _is_int(value) or value < 1):
             return f"model.{key} is not a positive integer"
+    for key in ("source", "block", "variant", "head"):
+        if key in model and not isinstance(model[key], str):
+            return f"model.{key} is not a string"
+    skip = model.get("skip")
+    if skip is not None and not (isinstance(skip, list) and all(isinstance(s, str) for s in skip)):
+        return "model.skip is not a list of strings"
     if doc.get("depth", "block") not in ("stage", "block", "layer"):
-        return f"depth {doc.get('depth')!r} is not stage, block or layer"
+        return f"depth {str(doc.get('depth'))[:40]!r} is not stage, block or layer"
+    if not isinstance(doc.get("collapsed", False), bool):
+        return "collapsed is not true or false"
+    if doc.get("filter") is not None and not isinstance(doc.get("filter"), str):
+        return "filter is not a string or null"
+    error = doc.get("error")
+    if error is not None and not (isinstance(error, dict) and isinstance(error.get("module"), str)):
+        return "error is not null or an object naming a module"
     rows = doc.get("rows")
     if not isinstance(rows, list):
         return "rows is not a list"

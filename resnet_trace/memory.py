@@ -62,6 +62,14 @@ def available_bytes() -> int | None:
     return override if override is not None else avail
 
 
+def physical_bytes() -> int | None:
+    """The machine's physical memory, where ``/proc`` and cgroups say nothing (macOS, BSD)."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
 def limit_override() -> int | None:
     """Bytes from ``RESNET_TRACE_MEMORY_LIMIT`` (``2e9``, ``512MiB``, ``24G``), or None when unset."""
     raw = os.environ.get(LIMIT_VAR, "").strip()
@@ -102,3 +110,23 @@ def guard(trace: Trace, element_size: int, *, available: int | None = None, wher
             f"which needs no memory, or a smaller batch"
         )
     return need
+
+
+def check_read(need: int, what: str) -> None:
+    """Refuse (exit 2) reading ``what`` when ``need`` bytes exceed ``SHARE`` of what is available.
+
+    Called with sizes taken from a file's header or directory, before any data is read or
+    allocated. Where nothing can be measured, the machine's physical memory is the ceiling.
+    """
+    override = limit_override()
+    avail = available_bytes()
+    if avail is None:
+        avail = physical_bytes()
+    if avail is None:
+        return
+    set_by = f", set by {LIMIT_VAR}" if override is not None else ""
+    if need > SHARE * avail:
+        raise UsageError(
+            f"{what} needs about {human(need)}, over the limit of {human(SHARE * max(avail, 0))} "
+            f"({SHARE:.0%} of the {human(max(avail, 0))} of memory available{set_by}); it was not read"
+        )

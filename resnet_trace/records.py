@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 Shape = tuple[int, ...]
 
@@ -13,12 +14,34 @@ def shape_text(shape: Shape | None) -> str:
     return "x".join(str(d) for d in shape) if shape else ""
 
 
-class Depth(str, Enum):
+class _Word(str, Enum):
+    """A closed set of words: the value is the JSON value, the CLI choice and the docs word at once."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class Depth(_Word):
     """How deep the rows go: stages, blocks (default), or every leaf-module call."""
 
     STAGE = "stage"
     BLOCK = "block"
     LAYER = "layer"
+
+
+class Kind(_Word):
+    """What a row is. ``bottleneck`` is any block (the name comes from the seed's ``BottleNeck``)."""
+
+    STEM = "stem"  # work before the first block
+    STAGE = "stage"  # the innermost call around a run of blocks
+    BLOCK = "bottleneck"
+    POOL = "pool"
+    FC = "fc"
+    MODULE = "module"  # other work outside the blocks
+    LAYER = "layer"  # a leaf call (or a module's own operations) inside a block or frame row
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +93,13 @@ class Row:
     count: int = 1  # > 1 where --collapse folded identical blocks
     time_ms: float | None = None
     activation: Activation | None = None
+    skips: tuple[str, ...] | None = None  # blocks: one entry per residual add, in order
+    call: int = 1  # the k of "NAME (call k/n)" for a module called n times
+    calls: int = 1
+    saved_bytes: int | None = None  # --train: distinct activation storages autograd saved in this call
+    out_bytes: int | None = None  # --train: bytes of the output tensors
+    grad_norm: float | None = None  # run --backward: L2 norm of dloss/doutput
+    param_grad_norm: float | None = None  # run --backward: L2 norm over the row's own parameters' grads
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +110,7 @@ class Totals:
     params_unused: int
     unused_modules: tuple[str, ...]
     macs: int
+    activations_bytes: int | None = None  # --train: every distinct storage autograd saved
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +120,6 @@ class TraceError:
     module: str
     message: str
     hint: str
-    in_shape: Shape | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +129,42 @@ class ModelInfo:
     variant: str = "seed"
     head: str = "avgpool7"
     source: str = "builtin"  # or the --model reference, e.g. "mynet.py:ResNet"
-    block: str = "BottleNeck"
-    skip: tuple[str, ...] = ("downsample", "dim_equalizer")
+    block: str = "BottleNeck"  # the block class(es), joined by ","
+    skip: tuple[str, ...] = (
+        "downsample",
+        "dim_equalizer",
+    )  # kept for old documents; skips come from the dataflow
+    model_class: str | None = None  # the class that was built
+    model_params: int | None = None
+    args: tuple[tuple[str, str], ...] = ()  # the arguments passed to the factory: (name, repr)
+    block_found: bool = False  # the block class was found by the tool, not given
+
+
+@dataclass(frozen=True, slots=True)
+class OutputInfo:
+    """One tensor of a model's output nest: ``path`` like ``logits``, ``0``, ``hidden_states.2``."""
+
+    path: str
+    shape: Shape
+    dtype: str
+
+
+@dataclass(frozen=True, slots=True)
+class TrainInfo:
+    """The memory of one training step (``--train``) and, for ``run --backward``, what was measured."""
+
+    optimizer: str  # sgd | momentum | adam | adamw
+    params_bytes: int
+    grads_bytes: int
+    optimizer_bytes: int
+    activations_bytes: int  # every distinct storage autograd saved, stem and head included
+    transient_bytes: int  # the largest transient of the backward (docs/training.md)
+    peak_bytes: int
+    budget_bytes: int | None = None
+    fit_batch: int | None = None  # largest batch whose peak_bytes fits budget_bytes
+    measured_peak_bytes: int | None = None  # run --backward only
+    loss: float | None = None  # run --backward only
+    target: int | None = None  # run --backward only: the class of the cross-entropy target
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,14 +196,28 @@ class Trace:
     error: TraceError | None = None
     accepted_sizes: tuple[int, int] | None = None
     run: RunInfo | None = None
+    outputs: tuple[OutputInfo, ...] = ()
+    train: TrainInfo | None = None
 
-    @property
-    def ok(self) -> bool:
-        return self.error is None
+
+class _Document:
+    """``to_dict()``/``to_json()``: exactly the CLI's ``--format json`` document (resnet_trace.document)."""
+
+    __slots__ = ()
+
+    def to_dict(self) -> Any:
+        from resnet_trace.document import to_dict
+
+        return to_dict(self)
+
+    def to_json(self) -> str:
+        from resnet_trace.document import to_json
+
+        return to_json(self)
 
 
 @dataclass(frozen=True, slots=True)
-class Report:
+class Report(_Document):
     """A trace and the rows chosen to show it (depth, collapse, filter): what renderers read."""
 
     trace: Trace
@@ -147,6 +225,72 @@ class Report:
     depth: Depth = Depth.BLOCK
     collapsed: bool = False
     filter: str | None = None
+
+    # The trace's own fields, read through the report (``trace(...).totals``).
+    @property
+    def totals(self) -> Totals:
+        return self.trace.totals
+
+    @property
+    def model(self) -> ModelInfo:
+        return self.trace.model
+
+    @property
+    def error(self) -> TraceError | None:
+        return self.trace.error
+
+    @property
+    def input_shape(self) -> Shape:
+        return self.trace.input_shape
+
+    @property
+    def output_shape(self) -> Shape | None:
+        return self.trace.output_shape
+
+    @property
+    def outputs(self) -> tuple[OutputInfo, ...]:
+        return self.trace.outputs
+
+    @property
+    def run(self) -> RunInfo | None:
+        return self.trace.run
+
+    @property
+    def train(self) -> TrainInfo | None:
+        return self.trace.train
+
+
+@dataclass(frozen=True, slots=True)
+class Reports(_Document):
+    """Several inputs' reports: the CLI prints one document for one input, an array for several."""
+
+    reports: tuple[Report, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Differences(_Document):
+    """What ``check`` and ``diff`` found: ``differences`` is empty when the traces agree."""
+
+    expected: str
+    got: str
+    differences: tuple[Any, ...]  # resnet_trace.diffing.Difference
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison(_Document):
+    """``compare``: the seed beside its fixed variant."""
+
+    seed: Report
+    fixed: Report
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleTree(_Document):
+    """``tree``: the module tree, marked with what ran in a trace of ``input_shape``."""
+
+    root: TreeNode
+    input_shape: Shape
+    error: TraceError | None = None
 
 
 @dataclass(frozen=True, slots=True)

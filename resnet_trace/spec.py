@@ -6,7 +6,6 @@ import re
 from dataclasses import dataclass
 
 from resnet_trace.errors import UsageError
-from resnet_trace.layout import STEM_CHANNELS
 
 SHAPE_FORM = "NxCxHxW with positive integers, e.g. 1x3x224x224"
 # Generous but finite limits, chosen so that no tensor of a trace can overflow PyTorch's
@@ -19,7 +18,6 @@ MAX_DIM = 2**31 - 1
 MAX_SAMPLES_AREA = 2**40  # N * H * W
 MAX_BASE_DIM = 2**14  # 256 times the seed's 64
 MAX_NUM_CLASSES = 2**20
-_MAXIMA = {"--base-dim": MAX_BASE_DIM, "--num-classes": MAX_NUM_CLASSES}
 
 _DIGITS = 19  # more digits than this cannot be a dimension; also keeps int() away from huge strings
 _DIM = re.compile(r"[1-9][0-9]*\Z")
@@ -77,11 +75,6 @@ def parse_shape(text: str, *, quoted: str | None = None) -> tuple[int, int, int,
             f"--input {_quote(raw)} is too large to trace: N*H*W = {n * h * w:,} is over "
             f"{MAX_SAMPLES_AREA:,}, beyond what PyTorch's 64-bit tensor sizes can hold at every layer"
         )
-    if c != STEM_CHANNELS:
-        raise UsageError(
-            f"--input {_quote(raw)} has {c} channel{'s' if c != 1 else ''}; the stem's first Conv2d "
-            f"takes {STEM_CHANNELS} (try {n}x{STEM_CHANNELS}x{h}x{w})"
-        )
     return n, c, h, w  # type: ignore[return-value]
 
 
@@ -137,11 +130,74 @@ def expand_inputs(values: list[str]) -> list[tuple[int, int, int, int]]:
     return shapes
 
 
-def positive(name: str, value: int, maximum: int | None = None) -> int:
-    """``value`` of option ``name`` if it is 1 or more (and at most ``maximum``), else a UsageError."""
-    top = maximum if maximum is not None else _MAXIMA.get(name, MAX_DIM)
-    if value < 1:
-        raise UsageError(f"{name} must be at least 1, not {value}")
+class InvalidValue(UsageError, ValueError):
+    """A value out of its range; ``field`` names what it is (the CLI turns it into a flag)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class InvalidType(UsageError, TypeError):
+    """A value of the wrong type (``base_dim=2.5``)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+#: The upper bound of every numeric setting, keyed by field (the CLI's flags map onto these).
+LIMITS: dict[str, int] = {
+    "base_dim": MAX_BASE_DIM,
+    "num_classes": MAX_NUM_CLASSES,
+    "repeat": 10_000,
+    "top_k": MAX_NUM_CLASSES,
+    "seed": 2**63 - 1,
+    "target": MAX_NUM_CLASSES - 1,
+}
+VARIANTS = ("seed", "fixed")
+HEADS = ("avgpool7", "adaptive")
+
+
+def integer(field: str, value: object, *, low: int = 1) -> int:
+    """``value`` as an int within ``low``..``LIMITS[field]``; a bool or a float is refused, not rounded."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidType(field, f"{field} must be an integer, not {value!r}")
+    top = LIMITS.get(field, MAX_DIM)
+    if value < low:
+        raise InvalidValue(field, f"{field} must be at least {low}, not {value}")
     if value > top:
-        raise UsageError(f"{name} must be at most {top:,}, not {value:,}")
+        raise InvalidValue(field, f"{field} must be at most {top:,}, not {value:,}")
     return value
+
+
+def positive(name: str, value: int, maximum: int | None = None) -> int:
+    """``value`` of ``name`` if it is 1 or more (and at most its limit), else a UsageError."""
+    field = name.lstrip("-").replace("-", "_")
+    if maximum is not None:
+        LIMITS.setdefault(field, maximum)
+    try:
+        return integer(field, value)
+    except (InvalidValue, InvalidType) as exc:
+        raise UsageError(str(exc).replace(field, name, 1)) from None
+
+
+def check_spec(*, base_dim: object, num_classes: object, variant: object, head: object) -> ModelSpec:
+    """The built-in model's options, checked as the CLI checks them."""
+    if variant not in VARIANTS:
+        raise InvalidValue("variant", f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}")
+    if head not in HEADS:
+        raise InvalidValue("head", f"head must be one of {', '.join(HEADS)}, not {head!r}")
+    return ModelSpec(
+        integer("base_dim", base_dim), integer("num_classes", num_classes), str(variant), str(head)
+    )
+
+
+def check_shape(shape: object) -> tuple[int, int, int, int]:
+    """An API input shape: four positive ints within the CLI's limits (no silent truncation)."""
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__"):
+        raise InvalidType("input_shape", f"input_shape must be a sequence of 4 integers, not {shape!r}")
+    dims = list(shape)  # type: ignore[call-overload]
+    if len(dims) != 4 or any(isinstance(d, bool) or not isinstance(d, int) for d in dims):
+        raise InvalidType("input_shape", f"input_shape must be 4 integers (N, C, H, W), not {shape!r}")
+    return parse_shape("x".join(str(d) for d in dims), quoted=repr(tuple(dims)))

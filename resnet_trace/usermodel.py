@@ -1,21 +1,26 @@
-"""``--model PATH.py:NAME`` or ``package.module:NAME``: trace the user's own copy of the seed."""
+"""``--model PATH.py:NAME`` or ``package.module:NAME``: build the user's own model, as asked.
+
+Importing and calling the reference runs the user's code: that is the one input this tool
+trusts (docs/security.md). Anything it raises, ``SystemExit`` and ``MemoryError`` included,
+becomes one line naming the reference (exit 2).
+"""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.util
 import inspect
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from resnet_trace.errors import UsageError
-from resnet_trace.records import ModelInfo
-from resnet_trace.spec import ModelSpec
-from resnet_trace.tracer import Target
+from resnet_trace.target import Target
 
 
 def _prepend_path(folder: str) -> None:
@@ -23,41 +28,43 @@ def _prepend_path(folder: str) -> None:
         sys.path.insert(0, folder)
 
 
-def _import(ref: str) -> object:
+def _failed(ref: str, what: str, exc: BaseException) -> UsageError:
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, SystemExit):
+        detail = f"it called sys.exit({exc.code!r})"
+    return UsageError(f"--model {ref!r}: {what} failed in your code: {type(exc).__name__}: {detail}"[:400])
+
+
+def import_reference(ref: str) -> object:
+    """The class or factory that ``ref`` names. Importing it runs its module's code."""
     source, sep, name = ref.rpartition(":")
     if not sep or not source or not name:
         raise UsageError(f"--model {ref!r}: expected PATH.py:NAME or package.module:NAME")
-    if source.endswith(".py") or "/" in source or "\\" in source:
-        path = Path(source)
-        if not path.is_file():
-            raise UsageError(f"--model {ref!r}: {source!r} does not exist")
-        # Like ``python file.py``: the file's folder comes first, so its neighbours import.
-        _prepend_path(str(path.resolve().parent))
-        mod_name = f"_resnet_trace_user_{abs(hash(str(path.resolve())))}"
-        spec = importlib.util.spec_from_file_location(mod_name, path)
-        if spec is None or spec.loader is None:
-            raise UsageError(f"--model {ref!r}: {source!r} cannot be imported as Python")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[mod_name] = module
-        try:
-            spec.loader.exec_module(module)
-        except BaseException as exc:  # the user's file failed: report it, do not crash
-            sys.modules.pop(mod_name, None)
-            if isinstance(exc, KeyboardInterrupt):
+    try:
+        if source.endswith(".py") or "/" in source or "\\" in source:
+            path = Path(source)
+            if not path.is_file():
+                raise UsageError(f"--model {ref!r}: {source!r} does not exist")
+            # Like ``python file.py``: the file's folder comes first, so its neighbours import.
+            _prepend_path(str(path.resolve().parent))
+            mod_name = f"_resnet_trace_user_{abs(hash(str(path.resolve())))}"
+            spec = importlib.util.spec_from_file_location(mod_name, path)
+            if spec is None or spec.loader is None:
+                raise UsageError(f"--model {ref!r}: {source!r} cannot be imported as Python")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[mod_name] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                sys.modules.pop(mod_name, None)
                 raise
-            raise UsageError(
-                f"--model {ref!r}: importing {source!r} failed: {type(exc).__name__}: {exc}"
-            ) from None
-    else:
-        _prepend_path(os.getcwd())  # like ``python -m``: the current folder is importable
-        try:
+        else:
+            _prepend_path(os.getcwd())  # like ``python -m``: the current folder is importable
             module = importlib.import_module(source)
-        except BaseException as exc:
-            if isinstance(exc, KeyboardInterrupt):
-                raise
-            raise UsageError(
-                f"--model {ref!r}: importing {source!r} failed: {type(exc).__name__}: {exc}"
-            ) from None
+    except (UsageError, KeyboardInterrupt):
+        raise
+    except BaseException as exc:  # SystemExit and MemoryError too: the user's code, one line
+        raise _failed(ref, f"importing {source!r}", exc) from None
     obj = getattr(module, name, None)
     if obj is None:
         raise UsageError(f"--model {ref!r}: {source!r} has no {name!r}")
@@ -66,19 +73,57 @@ def _import(ref: str) -> object:
     return obj
 
 
-def _call(factory: object, spec: ModelSpec, ref: str) -> nn.Module:
+def parse_model_args(values: list[str] | None) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs, each value a Python literal (``3``, ``'x'``, ``[1, 2]``) or else a string."""
+    out: dict[str, Any] = {}
+    for item in values or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise UsageError(f"--model-arg {item!r}: expected KEY=VALUE with KEY a Python name")
+        try:
+            out[key] = ast.literal_eval(raw.strip())
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            out[key] = raw.strip()
+    return out
+
+
+def build(factory: object, ref: str, kwargs: dict[str, Any]) -> nn.Module:
+    """Call the factory with exactly the arguments the user gave; name what is missing or unknown."""
     try:
         params = inspect.signature(factory).parameters  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        params = {}
-    kwargs = {}
-    for key, value in (("base_dim", spec.base_dim), ("num_classes", spec.num_classes)):
-        if key in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            kwargs[key] = value
+        params = None
+    if params is not None:
+        listed = ", ".join(
+            f"{p.name}" + ("" if p.default is inspect.Parameter.empty else f"={p.default!r}")
+            for p in params.values()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        )
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        unknown = [k for k in kwargs if k not in params and not takes_any]
+        if unknown:
+            raise UsageError(
+                f"--model {ref!r} takes no argument {unknown[0]!r} (its parameters: {listed or 'none'})"
+            )
+        missing = [
+            p.name
+            for p in params.values()
+            if p.default is inspect.Parameter.empty
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and p.name not in kwargs
+        ]
+        if missing:
+            raise UsageError(
+                f"--model {ref!r} needs {', '.join(repr(m) for m in missing)}: pass "
+                f"--model-arg {missing[0]}=VALUE (its parameters: {listed})"
+            )
     try:
         model = factory(**kwargs)  # type: ignore[operator]
-    except Exception as exc:
-        raise UsageError(f"--model {ref!r}: calling it failed: {type(exc).__name__}: {exc}") from None
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        raise _failed(ref, "building the model", exc) from None
     if not isinstance(model, nn.Module):
         raise UsageError(f"--model {ref!r} returned a {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -86,33 +131,40 @@ def _call(factory: object, spec: ModelSpec, ref: str) -> nn.Module:
 
 def load_user_target(
     ref: str,
-    spec: ModelSpec,
     *,
-    block: str = "BottleNeck",
-    skip: tuple[str, ...] = ("downsample", "dim_equalizer"),
+    base_dim: int | None = None,
+    num_classes: int | None = None,
+    model_args: dict[str, Any] | None = None,
+    block: str | None = None,
     device: str = "meta",
     init_seed: int | None = None,
+    input_shape: tuple[int, ...] | None = None,
 ) -> Target:
-    """Import the user's model and find its blocks. Importing runs the file's code."""
-    factory = _import(ref)
+    """Import the user's model and build it with the arguments given (``base_dim``/``num_classes``
+    only when given). Without ``block`` the blocks are found from the dataflow."""
+    import dataclasses
+
+    from resnet_trace.api import model_target
+
+    factory = import_reference(ref)
+    kwargs = dict(model_args or {})
+    if base_dim is not None:
+        kwargs["base_dim"] = base_dim
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
     if device == "meta":
         with torch.device("meta"):
-            model = _call(factory, spec, ref)
+            model = build(factory, ref, kwargs)
     else:
         if init_seed is not None:
             torch.manual_seed(init_seed)
-        model = _call(factory, spec, ref).to(device)
-    block_types = {type(m) for m in model.modules() if type(m).__name__ == block}
-    if not block_types:
-        raise UsageError(f"--model {ref!r} has no module of class {block!r} (set --block)")
-    block_type = next(iter(block_types))
-    info = ModelInfo(
-        base_dim=spec.base_dim,
-        num_classes=spec.num_classes,
-        variant="custom",
-        head="custom",
-        source=ref,
-        block=block,
-        skip=skip,
-    )
-    return Target(model=model, info=info, block_type=block_type, skip_names=skip)
+        model = build(factory, ref, kwargs).to(device)
+    args = tuple((k, repr(v)) for k, v in kwargs.items())
+    target = model_target(model, block=block, source=ref, args=args, input_shape=None)
+    info = dataclasses.replace(target.info, base_dim=base_dim, num_classes=num_classes)
+    target = dataclasses.replace(target, info=info)
+    if block is None and input_shape is not None:
+        from resnet_trace.api import with_found_blocks
+
+        target = with_found_blocks(target, input_shape)
+    return target

@@ -164,7 +164,9 @@ def test_model_imports_like_python_does(cli, tmp_path, monkeypatch, seed_module)
         "from blocks import Net\n\ndef build(base_dim, num_classes=2):\n"
         "    return Net(base_dim, num_classes)\n"
     )
-    doc = cli.json("summary", "--model", f"{tmp_path / 'wrap.py'}:build", "--input", "1x3x8x8")
+    doc = cli.json(
+        "summary", "--model", f"{tmp_path / 'wrap.py'}:build", "--base-dim", "4", "--input", "1x3x8x8"
+    )
     assert doc["output_shape"] == [1, 2]
     monkeypatch.chdir(tmp_path)
     doc = cli.json("summary", "--model", "blocks:Net", "--input", "1x3x8x8")

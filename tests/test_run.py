@@ -109,7 +109,9 @@ def test_block_times_positive_and_within_the_forward(cli):
 
 def test_repeat_reports_medians_and_the_hook_overhead(cli):
     doc = cli.json("run", "--base-dim", "4", "--repeat", "3")
-    assert doc["run"]["repeat"] == 3 and doc["run"]["hook_overhead_ms"] is not None
+    overhead = doc["run"]["hook_overhead_ms"]
+    # Below the spread of the plain forwards the overhead is noise and is not reported; never negative.
+    assert doc["run"]["repeat"] == 3 and (overhead is None or overhead > 0)
     assert all(r["time_ms"] > 0 for r in doc["rows"])
 
 

@@ -773,7 +773,9 @@ def _rows(doc):
     return [{k: r[k] for k in ROW_KEYS} for r in doc["rows"]]
 
 
-@pytest.mark.parametrize("config", [(), ("--base-dim", "8", "--num-classes", "3", "-i", "2x3x200x210")])
+@pytest.mark.parametrize(
+    "config", [("--base-dim", "64"), ("--base-dim", "8", "--num-classes", "3", "-i", "2x3x200x210")]
+)
 def test_model_file_copy_of_the_seed_gives_the_builtin_rows(cli, tmp_path, config):
     path = tmp_path / "seedcopy.py"
     path.write_text(seed_code(), encoding="utf-8")
@@ -784,7 +786,7 @@ def test_model_file_copy_of_the_seed_gives_the_builtin_rows(cli, tmp_path, confi
     assert mine["totals"] == builtin["totals"]
     assert mine["output_shape"] == builtin["output_shape"]
     assert mine["model"]["source"] == ref
-    base, classes, n, h, w = (8, 3, 2, 200, 210) if config else (64, 2, 1, 224, 224)
+    base, classes, n, h, w = (8, 3, 2, 200, 210) if len(config) > 2 else (64, 2, 1, 224, 224)
     tot = arith.totals(base, classes, n, h, w)
     assert (mine["totals"]["params"], mine["totals"]["macs"]) == (tot["params"], tot["macs"])
     assert mine["totals"]["unused_modules"] == UNUSED
@@ -801,7 +803,7 @@ def test_model_package_module_form(cli, tmp_path, monkeypatch):
     (pkg / "seednet.py").write_text(seed_code(), encoding="utf-8")
     monkeypatch.syspath_prepend(str(tmp_path))
     try:
-        mine = cli.json("summary", "--model", "rt_scripting_pkg.seednet:ResNet")
+        mine = cli.json("summary", "--model", "rt_scripting_pkg.seednet:ResNet", "--base-dim", "64")
         missing = cli("summary", "--model", "rt_scripting_pkg.nothere:ResNet", code=2)
     finally:
         for name in [m for m in sys.modules if m.startswith("rt_scripting_pkg")]:
@@ -815,11 +817,6 @@ BAD_MODELS = {
     "import-fails": ("import torch\nraise RuntimeError('no GPU here')\n", "Net", "no GPU here"),
     "syntax-error": ("def broken(:\n", "Net", "SyntaxError"),
     "missing-name": ("from torch import nn\nNet = nn.Identity\n", "Nope", "Nope"),
-    "no-bottleneck": (
-        "from torch import nn\ndef Net():\n    return nn.Sequential(nn.Conv2d(3, 4, 3))\n",
-        "Net",
-        "BottleNeck",
-    ),
     "not-a-module": ("def Net():\n    return 42\n", "Net", "Module"),
 }
 
@@ -913,8 +910,15 @@ def test_custom_block_and_skip_names(cli, tmp_path):
     assert doc["output_shape"] == [1, 2]
     csv_by = {r["name"]: r for r in csv_rows(cli(*args, "-f", "csv").stdout)}
     assert (csv_by["blocks.0"]["skip"], csv_by["blocks.1"]["skip"]) == ("identity", "shortcut")
-    # Without --block the default BottleNeck is missing: a usage error, not a crash.
-    cli("summary", "--model", ref, "-i", "1x3x16x16", code=2)
+    # Without --block and --skip, the blocks (the modules adding onto their input) and their
+    # skip paths come from the dataflow: the same rows, and the class named in the document.
+    found = cli.json("summary", "--model", ref, "--base-dim", "4", "-i", "1x3x16x16")
+    assert found["rows"] == doc["rows"]
+    assert (found["model"]["block"], found["model"]["block_found"]) == ("Res", True)
+    assert [r["skips"] for r in found["rows"] if r["kind"] == "bottleneck"] == [["identity"], ["shortcut"]]
+    # A --block class the model does not have is a usage error naming it.
+    missing = cli("summary", "--model", ref, "--block", "BottleNeck", "-i", "1x3x16x16", code=2)
+    assert "BottleNeck" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
 
 
 # -- 7. schema, help, version --------------------------------------------------------------------

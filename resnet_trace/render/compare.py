@@ -5,19 +5,44 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import asdict
 
 from rich import box
 from rich.console import Group, RenderableType
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from resnet_trace.memory import human
 from resnet_trace.records import Report, shape_text
+from resnet_trace.render.bars import log_bars
+
+TRAIN_FIELDS = ("saved_bytes", "out_bytes", "grad_norm", "param_grad_norm")
 
 
 def _side(row) -> dict | None:
     if row is None:
         return None
-    return {"skip": row.skip, "params": row.params, "params_unused": row.params_unused, "macs": row.macs}
+    side = {"skip": row.skip, "params": row.params, "params_unused": row.params_unused, "macs": row.macs}
+    for name in TRAIN_FIELDS:  # --train / --backward only, so that other documents keep their keys
+        if getattr(row, name, None) is not None:
+            side[name] = getattr(row, name)
+    return side
+
+
+def _train(report: Report) -> dict | None:
+    info = report.trace.train
+    if info is None:
+        return None
+    return asdict(info)
+
+
+def _has_train(seed: Report, fixed: Report) -> bool:
+    return seed.trace.train is not None or fixed.trace.train is not None
+
+
+def _has_grads(seed: Report, fixed: Report) -> bool:
+    return any(r.grad_norm is not None for r in (*seed.rows, *fixed.rows))
 
 
 def comparison_doc(seed: Report, fixed: Report) -> dict:
@@ -41,7 +66,7 @@ def comparison_doc(seed: Report, fixed: Report) -> dict:
     def tot(t) -> dict:
         return {"params": t.params, "params_unused": t.params_unused, "macs": t.macs}
 
-    return {
+    doc = {
         "schema": "resnet-trace/compare/1",
         "model": {"base_dim": m.base_dim, "num_classes": m.num_classes, "head": m.head},
         "input_shape": list(seed.trace.input_shape),
@@ -56,6 +81,9 @@ def comparison_doc(seed: Report, fixed: Report) -> dict:
             "fixed": None if fixed.trace.error is None else fixed.trace.error.module,
         },
     }
+    if _has_train(seed, fixed):
+        doc["train"] = {"seed": _train(seed), "fixed": _train(fixed)}
+    return doc
 
 
 def _signed(n: int) -> str:
@@ -84,9 +112,23 @@ def compare_renderables(seed: Report, fixed: Report) -> list[RenderableType]:
         ("Δ MACs", True),
     ):
         table.add_column(col, justify="right" if right else "left")
-    for r in doc["rows"]:
+    train, grads = _has_train(seed, fixed), _has_grads(seed, fixed)
+    for col in (("saved: seed", "saved: fixed") if train else ()) + (
+        ("‖dL/dout‖: seed", "‖dL/dout‖: fixed", "seed (log10)", "fixed (log10)") if grads else ()
+    ):
+        table.add_column(col, justify="left" if "log10" in col else "right", no_wrap=True)
+    bars: list[str] = []
+    if grads:
+        values = [(r["seed"] or {}).get("grad_norm") for r in doc["rows"]]
+        values += [(r["fixed"] or {}).get("grad_norm") for r in doc["rows"]]
+        bars = log_bars(values, width=10)
+    n = len(doc["rows"])
+    for i, r in enumerate(doc["rows"]):
         a, b, d = r["seed"] or {}, r["fixed"] or {}, r["delta"] or {}
         changed = bool(d.get("params") or d.get("macs") or a.get("skip") != b.get("skip"))
+        extra = [_size(a.get("saved_bytes")), _size(b.get("saved_bytes"))] if train else []
+        if grads:
+            extra += [_sci(a.get("grad_norm")), _sci(b.get("grad_norm")), bars[i], bars[n + i]]
         table.add_row(
             r["name"],
             a.get("skip") or "",
@@ -97,6 +139,7 @@ def compare_renderables(seed: Report, fixed: Report) -> list[RenderableType]:
             f"{a.get('macs', 0):,}",
             f"{b.get('macs', 0):,}",
             _signed(d.get("macs", 0)),
+            *extra,
             style=None if changed else "dim",
         )
     table.add_section()
@@ -111,6 +154,12 @@ def compare_renderables(seed: Report, fixed: Report) -> list[RenderableType]:
         f"{t['seed']['macs']:,}",
         f"{t['fixed']['macs']:,}",
         _signed(t["delta"]["macs"]),
+        *(
+            [_size(_get(doc, "seed", "activations_bytes")), _size(_get(doc, "fixed", "activations_bytes"))]
+            if train
+            else []
+        ),
+        *(["", "", "", ""] if grads else []),
         style="bold",
     )
     same_shape = [
@@ -134,7 +183,61 @@ def compare_renderables(seed: Report, fixed: Report) -> list[RenderableType]:
                 f"({t['seed']['params_unused']:,} params): {', '.join(seed.trace.totals.unused_modules)}."
             )
         )
+    notes.extend(_train_notes(doc))
     return [Group(*notes)]
+
+
+def _get(doc: dict, side: str, field: str) -> int | float | None:
+    info = (doc.get("train") or {}).get(side)
+    return None if info is None else info.get(field)
+
+
+def _size(n: int | float | None) -> str:
+    return "" if n is None else human(n)
+
+
+def _sci(v: float | None) -> str:
+    return "" if v is None else f"{v:.2e}"
+
+
+def _train_notes(doc: dict) -> list[RenderableType]:
+    """Peak of a training step and the first block's gradient, seed beside fixed."""
+    if "train" not in doc:
+        return []
+    out: list[RenderableType] = []
+    sp, fp = _get(doc, "seed", "peak_bytes"), _get(doc, "fixed", "peak_bytes")
+    if sp is not None and fp is not None:
+        out.append(
+            Text(
+                f"Peak of one training step (predicted, {_get(doc, 'seed', 'optimizer')}): seed {human(sp)}, "
+                f"fixed {human(fp)} ({(fp - sp) / sp:+.1%})."
+            )
+        )
+    sm, fm = _get(doc, "seed", "measured_peak_bytes"), _get(doc, "fixed", "measured_peak_bytes")
+    if sm is not None and fm is not None:
+        out.append(Text(f"Measured peak of the backward step: seed {human(sm)}, fixed {human(fm)}."))
+    first = next(
+        (
+            r
+            for r in doc["rows"]
+            if r["kind"] == "bottleneck"
+            and (r["seed"] or {}).get("grad_norm") is not None
+            and (r["fixed"] or {}).get("grad_norm") is not None
+        ),
+        None,
+    )
+    if first is not None:
+        a, b = first["seed"]["grad_norm"], first["fixed"]["grad_norm"]
+        ratio = f", {b / a:,.3g}x the seed's" if a else ""
+        sl, fl = _get(doc, "seed", "loss"), _get(doc, "fixed", "loss")
+        losses = f"; loss seed {sl:.4g}, fixed {fl:.4g}" if sl is not None and fl is not None else ""
+        out.append(
+            Text(
+                f"Loss gradient at {first['name']}'s output: seed {a:.3g}, fixed {b:.3g}{ratio} "
+                f"(each variant with its own weights{losses})."
+            )
+        )
+    return out
 
 
 def render_compare(seed: Report, fixed: Report, fmt: str, *, color: bool = False, width: int = 160) -> str:
@@ -156,10 +259,12 @@ def render_compare(seed: Report, fixed: Report, fmt: str, *, color: bool = False
                 "seed_macs",
                 "fixed_macs",
                 "delta_macs",
+                *(f"{side}_{f}" for f in TRAIN_FIELDS for side in ("seed", "fixed") if "train" in doc),
             ]
         )
         for r in doc["rows"]:
             a, b, d = r["seed"] or {}, r["fixed"] or {}, r["delta"] or {}
+            train = [x.get(f, "") for f in TRAIN_FIELDS for x in (a, b)] if "train" in doc else []
             w.writerow(
                 [
                     r["name"],
@@ -172,6 +277,7 @@ def render_compare(seed: Report, fixed: Report, fmt: str, *, color: bool = False
                     a.get("macs", ""),
                     b.get("macs", ""),
                     d.get("macs", ""),
+                    *train,
                 ]
             )
         return buf.getvalue()
@@ -197,7 +303,12 @@ def render_compare(seed: Report, fixed: Report, fmt: str, *, color: bool = False
         return "\n".join(lines) + "\n"
     from resnet_trace.render.table import console_text, make_console
 
+    items = compare_renderables(seed, fixed)
+    if _has_train(seed, fixed) or _has_grads(seed, fixed):  # wider tables: never cut a number short
+        probe = make_console(color=False, width=10_000)
+        tables = [c for item in items for c in getattr(item, "renderables", [item]) if isinstance(c, Table)]
+        width = max([width, *(Measurement.get(probe, probe.options, c).maximum for c in tables)])
     console = make_console(color=color, width=width)
-    for r in compare_renderables(seed, fixed):
+    for r in items:
         console.print(r)
     return console_text(console)

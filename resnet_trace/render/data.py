@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
+from resnet_trace.document import dumps
 from resnet_trace.records import Report, Row, Shape, Trace
 
 SCHEMA_ID = "resnet-trace/1"
@@ -25,6 +25,7 @@ def row_dict(row: Row) -> dict:
         "in_shape": shape_list(row.in_shape),
         "out_shape": shape_list(row.out_shape),
         "skip": row.skip,
+        "skips": list(row.skips) if row.skips is not None else None,
         "params": row.params,
         "params_unused": row.params_unused,
         "macs": row.macs,
@@ -43,6 +44,17 @@ def row_dict(row: Row) -> dict:
         d["blocks"] = row.blocks
     if row.count != 1:
         d["count"] = row.count
+    if row.calls != 1:
+        d["call"] = row.call
+        d["calls"] = row.calls
+    if row.saved_bytes is not None:
+        d["saved_bytes"] = row.saved_bytes
+    if row.out_bytes is not None:
+        d["out_bytes"] = row.out_bytes
+    if row.grad_norm is not None:
+        d["grad_norm"] = row.grad_norm
+    if row.param_grad_norm is not None:
+        d["param_grad_norm"] = row.param_grad_norm
     if row.time_ms is not None:
         d["time_ms"] = row.time_ms
     if row.activation is not None:
@@ -71,11 +83,16 @@ def trace_dict(report: Report) -> dict:
             "source": m.source,
             "block": m.block,
             "skip": list(m.skip),
+            "class": m.model_class,
+            "params": m.model_params,
+            "args": {k: v for k, v in m.args},
+            "block_found": m.block_found,
         },
         "device": t.device,
         "dtype": t.dtype,
         "input_shape": list(t.input_shape),
         "output_shape": shape_list(t.output_shape),
+        "outputs": [{"path": o.path, "shape": list(o.shape), "dtype": o.dtype} for o in t.outputs],
         "depth": report.depth.value,
         "collapsed": report.collapsed,
         "filter": report.filter,
@@ -91,6 +108,10 @@ def trace_dict(report: Report) -> dict:
         if t.error is None
         else {"module": t.error.module, "message": t.error.message, "hint": t.error.hint},
     }
+    if t.totals.activations_bytes is not None:
+        doc["totals"]["activations_bytes"] = t.totals.activations_bytes
+    if t.train is not None:
+        doc["train"] = {f: getattr(t.train, f) for f in t.train.__dataclass_fields__}
     if t.run is not None:
         r = t.run
         doc["run"] = {
@@ -111,9 +132,9 @@ def trace_dict(report: Report) -> dict:
 def render_json(reports: Sequence[Report]) -> str:
     """One document for one input, an array for several."""
     docs = [trace_dict(r) for r in reports]
-    return json.dumps(docs[0] if len(docs) == 1 else docs, indent=2) + "\n"
+    return dumps(docs[0] if len(docs) == 1 else docs)
 
 
 def render_jsonl(reports: Sequence[Report]) -> str:
     """One compact document per line, always."""
-    return "".join(json.dumps(trace_dict(r), separators=(",", ":")) + "\n" for r in reports)
+    return "".join(dumps(trace_dict(r), indent=None) for r in reports)

@@ -12,7 +12,9 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from resnet_trace.records import Report, Row, Trace, shape_text
+from resnet_trace.memory import human
+from resnet_trace.records import Report, Row, Trace, TrainInfo, shape_text
+from resnet_trace.render.bars import decades_below, log_bars
 
 SPARK = "▁▂▃▄▅▆▇█"
 
@@ -54,6 +56,8 @@ def _block_numbers(t: Trace) -> dict[str, int]:
 def trace_table(report: Report) -> Table:
     t = report.trace
     run = any(r.time_ms is not None or r.activation is not None for r in report.rows)
+    train = any(r.saved_bytes is not None or r.out_bytes is not None for r in report.rows)
+    grads = any(r.grad_norm is not None or r.param_grad_norm is not None for r in report.rows)
     layer = report.depth.value == "layer"
     stage = report.depth.value == "stage"
     table = Table(title=_title(t), box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
@@ -72,7 +76,15 @@ def trace_table(report: Report) -> Table:
     if run:
         for name in ("time ms", "mean", "std", "zero %", "scale"):
             table.add_column(name, justify="right" if name != "scale" else "left", no_wrap=True)
+    if train:
+        table.add_column("saved", justify="right", no_wrap=True)
+        table.add_column("out", justify="right", no_wrap=True)
+    if grads:
+        table.add_column("‖dL/dout‖", justify="right", no_wrap=True)
+        table.add_column("‖dL/dW‖", justify="right", no_wrap=True)
+        table.add_column("dL/dout (log10)", justify="left", no_wrap=True)
     sparks = _spark(report.rows) if run else {}
+    bars = _grad_bars(report.rows) if grads else []
     ordinals = _block_numbers(t)
     group = None
     for i, row in enumerate(report.rows):
@@ -126,6 +138,10 @@ def trace_table(report: Report) -> Table:
                 f"{a.zero_fraction * 100:.1f}" if a else "",
                 sparks.get(i, ""),
             ]
+        if train:
+            cells += [_bytes(row.saved_bytes), _bytes(row.out_bytes)]
+        if grads:
+            cells += [_sci(row.grad_norm), _sci(row.param_grad_norm), bars[i]]
         table.add_row(*cells, style="dim" if is_layer else None)
     table.add_section()
     tot = t.totals
@@ -137,8 +153,60 @@ def trace_table(report: Report) -> Table:
     cells += ["", shape_text(t.output_shape), "", f"{tot.params:,}", f"{tot.macs:,}"]
     if run:
         cells += [f"{t.run.forward_ms:.2f}" if t.run else "", "", "", "", ""]
+    if train:
+        cells += [_bytes(t.train.activations_bytes) if t.train else "", ""]
+    if grads:
+        cells += ["", "", ""]
     table.add_row(*cells, style="bold")
     return table
+
+
+def _bytes(n: int | None) -> str:
+    return "" if n is None else human(n)
+
+
+def _sci(v: float | None) -> str:
+    return "" if v is None else f"{v:.2e}"
+
+
+def _grad_bars(rows: Sequence[Row]) -> list[str]:
+    """One log-scale bar per row for its output gradient, the scale shared by the rows shown."""
+    return log_bars([r.grad_norm for r in rows])
+
+
+def train_notes(report: Report) -> list[RenderableType]:
+    """The memory of one training step, the batch that fits, and what a real backward measured."""
+    info: TrainInfo | None = report.trace.train
+    out: list[RenderableType] = []
+    if info is None:
+        return out
+    out.append(
+        Text(
+            f"Training step (predicted, docs/training.md): peak {human(info.peak_bytes)} = params "
+            f"{human(info.params_bytes)} + grads {human(info.grads_bytes)} + {info.optimizer} state "
+            f"{human(info.optimizer_bytes)} + saved activations {human(info.activations_bytes)} + transient "
+            f"{human(info.transient_bytes)}."
+        )
+    )
+    if info.budget_bytes is not None:
+        fit = info.fit_batch or 0
+        what = f"a batch of {fit:,} fits" if fit else "not even a batch of 1 fits"
+        out.append(Text(f"Budget {human(info.budget_bytes)}: {what} (fit_batch, by the predicted peak)."))
+    if info.measured_peak_bytes is not None:
+        err = (info.peak_bytes - info.measured_peak_bytes) / max(info.measured_peak_bytes, 1)
+        out.append(
+            Text(
+                f"Measured peak {human(info.measured_peak_bytes)} (params + the step's peak above the level "
+                f"before it); the prediction is {err:+.1%} off."
+            )
+        )
+    if info.loss is not None:
+        line = f"Backward: cross-entropy against class {info.target}, loss {info.loss:.4g}."
+        spread = decades_below([r.grad_norm for r in report.rows])
+        if spread is not None:
+            line += f" The smallest output gradient shown is {spread:.1f} decades below the largest."
+        out.append(Text(line))
+    return out
 
 
 def notes(report: Report) -> list[RenderableType]:
@@ -175,6 +243,7 @@ def notes(report: Report) -> list[RenderableType]:
                 out.append(Text(f"Top {len(sample)} of sample {n}: {classes}"))
             if len(r.top_k) > 4:
                 out.append(Text(f"(top-k of {len(r.top_k) - 4} more samples in --format json)"))
+    out.extend(train_notes(report))
     if t.error is not None:
         out.append(Text(f"✗ stopped at {t.error.module}: {t.error.message}", style="bold red"))
         out.append(Text(f"  hint: {t.error.hint}"))

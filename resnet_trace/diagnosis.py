@@ -1,0 +1,44 @@
+"""Failure diagnosis: a forward that stopped becomes one plain sentence, a hint and the module."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from resnet_trace.records import Kind, Row, Shape, TraceError, shape_text
+from resnet_trace.target import Target
+
+GENERIC_HINT = "check the input shape against what this model accepts"
+
+
+def diagnose(
+    target: Target,
+    failure: tuple[str, Shape | None, nn.Module | None] | None,
+    exc: BaseException,
+    rows: tuple[Row, ...],
+) -> TraceError:
+    """Where the forward stopped and why, in words; the target's own advice when it has some."""
+    name, in_shape, module = failure or ("", None, None)
+    label = name or type(target.model).__name__
+    raw = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    hint = (target.advice(module, in_shape) if target.advice and module is not None else None) or GENERIC_HINT
+    message = f"{label} ({type(module).__name__ if module is not None else 'forward'}): {raw}"
+    if isinstance(module, (nn.AvgPool2d, nn.MaxPool2d)) and in_shape and len(in_shape) == 4:
+        k = module.kernel_size if isinstance(module.kernel_size, tuple) else (module.kernel_size,) * 2
+        h, w = in_shape[2], in_shape[3]
+        if h < k[0] or w < k[1]:
+            message = (
+                f"{label} received a {h}x{w} map, smaller than its {k[0]}x{k[1]} kernel "
+                f"(input {shape_text(rows[0].in_shape) if rows else '?'})"
+            )
+    elif isinstance(module, nn.Linear) and in_shape and in_shape[-1] != module.in_features:
+        got = in_shape[-1]
+        message = f"{label} takes {module.in_features} features but received {got:,}"
+        pools = [r for r in rows if r.kind is Kind.POOL and r.in_shape and r.out_shape]
+        if pools and len(pools[-1].in_shape or ()) == 4 and len(pools[-1].out_shape or ()) == 4:
+            p = pools[-1]
+            c, ih, iw = p.in_shape[1], p.in_shape[2], p.in_shape[3]  # type: ignore[index]
+            oh, ow = p.out_shape[2], p.out_shape[3]  # type: ignore[index]
+            message += (
+                f": {p.name} pooled the {ih}x{iw} map to {oh}x{ow}, and {c} channels x {oh}x{ow} = {got:,}"
+            )
+    return TraceError(module=label, message=message, hint=hint)

@@ -1,0 +1,293 @@
+"""Operation counting: what a forward did, seen at the level of ATen operations.
+
+:class:`OpMode` is a ``TorchDispatchMode`` (the pattern of PyTorch's own
+``torch/utils/flop_counter.py``). Every operation the model issues, from whichever
+module or function, passes through it once, after autograd and decompositions, so
+``F.linear``, ``torch.matmul``, ``einsum``, ``F.multi_head_attention_forward`` and every
+attention backend all arrive as the same few operations. For each one it tells the
+observer:
+
+* its multiply-accumulates (:func:`op_macs`): convolutions, matrix products and fused
+  attention, for the whole batch, bias adds excluded: ``FlopCounterMode``'s count / 2;
+* the tensors it read and produced, so the observer can tell which parameters were
+  read and where residual adds join two paths.
+
+On ``meta`` tensors it also answers the output of a few common operations directly
+(:data:`META_RULES`), because PyTorch's Python meta kernels for them import sympy and
+``torch._dynamo`` on first use (about a second, see docs/performance.md). Anything else
+falls through to PyTorch unchanged; ``tests/test_shapes.py`` checks the shortcuts
+against real CPU forwards, including inputs that fail.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+aten = torch.ops.aten
+
+
+def _prod(values: Sequence[int]) -> int:
+    return math.prod(int(v) for v in values)
+
+
+def _conv_macs(args: tuple, out: Any) -> int:
+    x, w = args[0], args[1]
+    transposed = bool(args[6]) if len(args) > 6 else False
+    if not isinstance(out, torch.Tensor):
+        return 0
+    batch = int(x.shape[0])
+    if transposed:
+        # weight is (c_in, c_out / groups, *k); every input element meets every kernel tap
+        c_in, c_out_g, *kernel = w.shape
+        return batch * _prod(x.shape[2:]) * c_in * c_out_g * _prod(kernel)
+    c_out, c_in_g, *kernel = w.shape
+    return batch * _prod(out.shape[2:]) * c_out * c_in_g * _prod(kernel)
+
+
+def _mm_macs(a: torch.Tensor, b: torch.Tensor) -> int:
+    return int(a.shape[0]) * int(a.shape[1]) * int(b.shape[1])
+
+
+def _bmm_macs(a: torch.Tensor, b: torch.Tensor) -> int:
+    return int(a.shape[0]) * int(a.shape[1]) * int(a.shape[2]) * int(b.shape[2])
+
+
+def _attention_macs(args: tuple, out: Any) -> int:
+    """Q·Kᵀ and A·V of a fused attention kernel: (B, H, L, E) x (B, H, S, E) x (B, H, S, Ev)."""
+    q, k, v = args[0], args[1], args[2]
+    lead = _prod(q.shape[:-2])
+    length, e = int(q.shape[-2]), int(q.shape[-1])
+    s, ev = int(k.shape[-2]), int(v.shape[-1])
+    return lead * length * s * e + lead * length * s * ev
+
+
+_MACS: dict[Any, Callable[[tuple, Any], int]] = {
+    aten.convolution.default: _conv_macs,
+    aten._convolution.default: _conv_macs,
+    aten.mm.default: lambda a, o: _mm_macs(a[0], a[1]),
+    aten.addmm.default: lambda a, o: _mm_macs(a[1], a[2]),
+    aten.bmm.default: lambda a, o: _bmm_macs(a[0], a[1]),
+    aten.baddbmm.default: lambda a, o: _bmm_macs(a[1], a[2]),
+}
+for _name in (
+    "_scaled_dot_product_flash_attention",
+    "_scaled_dot_product_flash_attention_for_cpu",
+    "_scaled_dot_product_efficient_attention",
+    "_scaled_dot_product_cudnn_attention",
+    "_flash_attention_forward",
+    "_efficient_attention_forward",
+):
+    _packet = getattr(aten, _name, None)
+    if _packet is not None:
+        for _overload in _packet.overloads():
+            _MACS[getattr(_packet, _overload)] = _attention_macs
+
+
+def op_macs(func: Any, args: tuple, out: Any) -> int:
+    """Multiply-accumulates of one ATen operation (0 for anything but convolutions and products)."""
+    rule = _MACS.get(func)
+    return int(rule(args, out)) if rule is not None else 0
+
+
+def tensors_in(value: Any) -> Iterator[torch.Tensor]:
+    """Tensors in an argument or result, through tuples, lists and dicts."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            yield from tensors_in(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from tensors_in(v)
+
+
+ADDS = frozenset({aten.add.Tensor, aten.add_.Tensor})
+
+
+class OpObserver(Protocol):
+    def on_op(self, func: Any, args: tuple, kwargs: dict, out: Any, macs: int) -> None: ...
+
+
+class OpMode(TorchDispatchMode):
+    """Count and report every operation; answer common ``meta`` operations without PyTorch's meta kernels."""
+
+    def __init__(self, observer: OpObserver, *, shortcuts: bool = True) -> None:
+        super().__init__()
+        self.observer = observer
+        self.shortcuts = shortcuts
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        out = NotImplemented
+        if self.shortcuts:
+            rule = META_RULES.get(func)
+            if rule is not None and args and getattr(args[0], "is_meta", False):
+                out = rule(*args, **kwargs)
+        if out is NotImplemented:
+            out = func(*args, **kwargs)
+        self.observer.on_op(func, args, kwargs, out, op_macs(func, args, out))
+        return out
+
+
+# -- shape answers on meta ---------------------------------------------------------------------
+def _pair(value: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(value, int):
+        return value, value
+    seq = tuple(value)
+    return (seq[0], seq[0]) if len(seq) == 1 else (seq[0], seq[1])
+
+
+def _empty(shape: Sequence[int], like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    return torch.empty(tuple(int(d) for d in shape), dtype=dtype or like.dtype, device="meta")
+
+
+def _convolution(x, weight, bias, stride, padding, dilation, transposed, output_padding, groups):  # type: ignore[no-untyped-def]
+    if transposed or x.dim() != 4 or weight.dim() != 4:
+        return NotImplemented
+    (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
+    out_ch, in_per_group, kh, kw = weight.shape
+    n, c, h, w = x.shape
+    if c != in_per_group * groups:
+        raise RuntimeError(
+            f"Given groups={groups}, weight of size {list(weight.shape)}, expected input"
+            f"{list(x.shape)} to have {in_per_group * groups} channels, but got {c} channels instead"
+        )
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    if oh < 1 or ow < 1:
+        raise RuntimeError(
+            f"Calculated padded input size per channel: ({h + 2 * ph} x {w + 2 * pw}). "
+            f"Kernel size: ({kh} x {kw}). Kernel size can't be greater than actual input size"
+        )
+    return _empty((n, out_ch, oh, ow), x)
+
+
+def _pool_out(size: int, k: int, s: int, p: int, d: int) -> int:
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def _pool2d(x, kernel_size, stride, padding, dilation=1) -> tuple[int, ...] | None:  # type: ignore[no-untyped-def]
+    if x.dim() not in (3, 4):
+        return None
+    kh, kw = _pair(kernel_size)
+    sh, sw = _pair(stride) if stride not in (None, (), []) else (kh, kw)
+    (ph, pw), (dh, dw) = _pair(padding), _pair(dilation)
+    if ph > kh // 2 or pw > kw // 2:
+        raise RuntimeError("pad should be at most half of effective kernel size")
+    *lead, h, w = x.shape
+    oh, ow = _pool_out(h, kh, sh, ph, dh), _pool_out(w, kw, sw, pw, dw)
+    if oh < 1 or ow < 1:
+        raise RuntimeError(
+            f"Given input size: ({'x'.join(str(d) for d in x.shape[-3:])}). "
+            f"Calculated output size: ({x.shape[-3]}x{oh}x{ow}). Output size is too small"
+        )
+    return (*lead, oh, ow)
+
+
+def _max_pool2d_with_indices(x, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):  # type: ignore[no-untyped-def]
+    shape = None if ceil_mode else _pool2d(x, kernel_size, stride, padding, dilation)
+    if shape is None:
+        return NotImplemented
+    return _empty(shape, x), _empty(shape, x, torch.int64)
+
+
+def _avg_pool2d(  # type: ignore[no-untyped-def]
+    x, kernel_size, stride=(), padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
+):
+    shape = None if ceil_mode else _pool2d(x, kernel_size, stride, padding)
+    return NotImplemented if shape is None else _empty(shape, x)
+
+
+def _adaptive_avg_pool2d(x, output_size):  # type: ignore[no-untyped-def]
+    oh, ow = _pair(output_size)
+    return _empty((*x.shape[:-2], oh, ow), x)
+
+
+def _mean_dim(x, dim, keepdim=False, *, dtype=None):  # type: ignore[no-untyped-def]
+    if dim is None or dtype is not None:
+        return NotImplemented
+    dims = {d % x.dim() for d in dim} if dim else set(range(x.dim()))
+    shape = (
+        [1 if i in dims else s for i, s in enumerate(x.shape)]
+        if keepdim
+        else [s for i, s in enumerate(x.shape) if i not in dims]
+    )
+    return _empty(shape, x)
+
+
+def _same(x, *args, **kwargs):  # type: ignore[no-untyped-def]
+    return _empty(x.shape, x)
+
+
+def _inplace(x, *args, **kwargs):  # type: ignore[no-untyped-def]
+    return x
+
+
+def _addmm(bias, mat1, mat2, *, beta=1, alpha=1):  # type: ignore[no-untyped-def]
+    if mat1.dim() != 2 or mat2.dim() != 2:
+        return NotImplemented
+    if mat1.shape[1] != mat2.shape[0]:
+        raise RuntimeError(
+            f"mat1 and mat2 shapes cannot be multiplied ({mat1.shape[0]}x{mat1.shape[1]} and "
+            f"{mat2.shape[0]}x{mat2.shape[1]})"
+        )
+    return _empty((mat1.shape[0], mat2.shape[1]), mat1)
+
+
+def _mm(mat1, mat2):  # type: ignore[no-untyped-def]
+    return _addmm(None, mat1, mat2)
+
+
+def broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    """``torch.broadcast_shapes`` without its first-call import of sympy."""
+    size = max(len(a), len(b))
+    a, b = (1,) * (size - len(a)) + a, (1,) * (size - len(b)) + b
+    out = []
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y and 1 not in (x, y):
+            raise RuntimeError(
+                f"The size of tensor a ({x}) must match the size of tensor b ({y}) "
+                f"at non-singleton dimension {i}"
+            )
+        out.append(y if x == 1 else x)
+    return tuple(out)
+
+
+def _binary(a, b, *args, **kwargs):  # type: ignore[no-untyped-def]
+    if not isinstance(b, torch.Tensor) or a.dtype != b.dtype or not b.is_meta:
+        return NotImplemented
+    return _empty(broadcast(tuple(a.shape), tuple(b.shape)), a)
+
+
+def _binary_(a, b, *args, **kwargs):  # type: ignore[no-untyped-def]
+    if not isinstance(b, torch.Tensor) or not b.is_meta:
+        return NotImplemented
+    if broadcast(tuple(a.shape), tuple(b.shape)) != tuple(a.shape):
+        return NotImplemented  # let PyTorch word the in-place error
+    return a
+
+
+META_RULES: dict[Any, Callable[..., Any]] = {
+    aten.convolution.default: _convolution,
+    aten.max_pool2d_with_indices.default: _max_pool2d_with_indices,
+    aten.avg_pool2d.default: _avg_pool2d,
+    aten._adaptive_avg_pool2d.default: _adaptive_avg_pool2d,
+    aten.mean.dim: _mean_dim,
+    aten.addmm.default: _addmm,
+    aten.mm.default: _mm,
+    aten.relu.default: _same,
+    aten.relu_.default: _inplace,
+    aten.gelu.default: _same,
+    aten.silu.default: _same,
+    aten.hardtanh.default: _same,
+    aten.sigmoid.default: _same,
+    aten.tanh.default: _same,
+    aten.add.Tensor: _binary,
+    aten.add_.Tensor: _binary_,
+    aten.mul.Tensor: _binary,
+}

@@ -1,0 +1,564 @@
+"""The hook recorder: module calls become rows; operations (from :mod:`resnet_trace.ops`) fill them.
+
+``hooked(...)`` is the one place hooks live. Its ``finally`` removes every handle and
+restores every submodule's own ``training`` flag, whether the forward succeeded or raised.
+
+What becomes a row (forward order, one row per call):
+
+* a **block**: a call of one of the target's block classes;
+* a **stage**: the innermost non-block call around a block (the seed's ``layer_2``);
+* a **frame** row: a call outside every block that holds no block (the seed's ``layer_1``,
+  ``avgpool``, ``fc_layer``); work done directly in a module's own ``forward`` outside
+  every block (a functional ``matmul`` in the model's ``forward``) becomes a frame row
+  named after that module, so that row MACs always add up to the total;
+* a **layer** row: a leaf-module call inside a block or frame row, or the work done
+  directly in a non-leaf module's own ``forward`` there (attention's products).
+
+Skip paths come from the dataflow: every tensor carries, for each open *fork* (a block's
+input, or a residual sum inside it), the work done on its way from that fork. An add
+whose two operands descend from one fork is a residual add; its cheaper side is the skip.
+The recorder keeps shapes, counts and weak references, never tensors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from resnet_trace.ops import ADDS, OpMode, tensors_in
+from resnet_trace.records import Activation, Depth, Kind, Shape
+
+POOL_TYPES = (
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool2d,
+)
+IDENTITY = "identity"
+
+
+class HookFailure(Exception):
+    """A bug inside our own hooks; never blamed on the model."""
+
+
+def first_shape(value: object) -> Shape | None:
+    """Shape of the first tensor in a value (a tensor, a nest of them, a ``ModelOutput``)."""
+    for t in tensors_in(value):
+        return tuple(int(d) for d in t.shape)
+    return None
+
+
+def nbytes(value: object) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors_in(value))
+
+
+def activation_stats(out: object) -> Activation | None:
+    """Mean, std (unbiased, as ``Tensor.std``), min, max and fraction of zeros: three passes."""
+    t = next(tensors_in(out), None)
+    if t is None or t.is_meta or t.numel() == 0 or t.is_complex():
+        return None
+    with torch.no_grad():
+        t = t.detach()
+        if t.dtype not in (torch.float32, torch.float64):
+            t = t.float()
+        std, mean = torch.std_mean(t) if t.numel() > 1 else (torch.zeros(()), t.reshape(()))
+        low, high = torch.aminmax(t)
+        zeros = t.numel() - torch.count_nonzero(t)
+        values = torch.stack([mean, std, low, high]).tolist()
+        return Activation(
+            mean=values[0],
+            std=values[1],
+            min=values[2],
+            max=values[3],
+            zero_fraction=zeros.item() / t.numel(),
+        )
+
+
+@dataclass
+class OpenRow:
+    """A row being recorded (mutable, private to the tracer); frozen into a ``Row`` at the end."""
+
+    index: int
+    name: str
+    kind: Kind
+    depth: Depth
+    module: nn.Module | None
+    parent: OpenRow | None
+    in_shape: Shape | None
+    own: bool = False  # work done directly in the module's own forward, not a call of it
+    stage: OpenRow | None = None
+    down: bool | None = None
+    skips: list[str] | None = None
+    macs: int = 0
+    out_shape: Shape | None = None
+    out_bytes: int | None = None
+    activation: Activation | None = None
+    saved: dict[int, int] | None = None  # storage key -> bytes
+    t0: float = 0.0
+    overhead0: float = 0.0
+    time_s: float | None = None
+    events: tuple | None = None  # CUDA start/end events when timing on a GPU
+    done: bool = False
+
+    def seconds(self) -> float | None:
+        """Wall time of this call without our hooks' own time (GPU time from CUDA events)."""
+        if self.events is not None:
+            return self.events[0].elapsed_time(self.events[1]) / 1000.0
+        return self.time_s
+
+
+@dataclass
+class _Call:
+    """One open module call."""
+
+    module: nn.Module
+    name: str
+    row: OpenRow | None  # the row this call opened, if any
+    leaf: bool
+    own_row: OpenRow | None = None  # the row collecting this call's own operations
+    block: _BlockCtx | None = None
+
+
+@dataclass
+class _BlockCtx:
+    """An open block call (or, when finding blocks, any non-leaf call): its forks."""
+
+    call: _Call
+    depth: int  # index of the call on the stack
+    forks: set[int] = field(default_factory=set)
+    found: list[str] = field(default_factory=list)  # skip of each residual add, in order
+
+
+# work on a path from a fork: (MACs, operations, child modules passed)
+_Path = tuple[int, int, frozenset[str]]
+
+
+@dataclass
+class Recorder:
+    """State shared by the hooks and the operation mode of one forward."""
+
+    model: nn.Module
+    block_types: tuple[type[nn.Module], ...]
+    stats: bool = False  # activation statistics of stage, block and frame rows
+    leaf_stats: bool = False  # ... and of every leaf call (run --depth layer)
+    events: bool = False  # time rows with CUDA events
+    find_blocks: bool = False  # every non-leaf call owns forks: which modules add onto their input
+    train: bool = False  # record saved activations (saved_tensors_hooks)
+    names: dict[int, list[str]] = field(default_factory=dict)
+    structural: set[int] = field(default_factory=set)  # modules holding a block
+    stack: list[_Call] = field(default_factory=list)
+    rows: list[OpenRow] = field(default_factory=list)
+    ran: set[int] = field(default_factory=set)
+    read: set[int] = field(default_factory=set)  # ids of parameters some operation read
+    params: dict[int, nn.Parameter] = field(default_factory=dict)
+    param_storages: set[int] = field(default_factory=set)
+    macs: int = 0
+    overhead: float = 0.0  # seconds spent inside our hooks, subtracted from row times
+    output: Any = None
+    failure: tuple[str, Shape | None, nn.Module | None] | None = None
+    first_block_seen: bool = False
+    residual_adders: dict[int, nn.Module] = field(default_factory=dict)  # find_blocks: id -> module
+    saved_all: dict[int, int] = field(default_factory=dict)
+    _lineage: dict[int, tuple[weakref.ref, dict[int, _Path]]] = field(default_factory=dict)
+    _fork_owner: dict[int, _BlockCtx] = field(default_factory=dict)
+    _next_fork: int = 0
+    _blocks: list[_BlockCtx] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for name, module in self.model.named_modules(remove_duplicate=False):
+            self.names.setdefault(id(module), []).append(name)
+        for module in self.model.modules():
+            if isinstance(module, self.block_types):
+                for sub in self.model.modules():
+                    if sub is not module and any(s is module for s in sub.modules()):
+                        self.structural.add(id(sub))
+        for p in self.model.parameters():
+            self.params[id(p)] = p
+            self.param_storages.add(_storage_key(p))
+
+    # -- naming -------------------------------------------------------------
+    def _name(self, module: nn.Module) -> str:
+        """The alias of ``module`` under the innermost running module (resolves shared modules)."""
+        aliases = self.names.get(id(module), [""])
+        if len(aliases) == 1 or not self.stack:
+            return aliases[0]
+        parent = self.stack[-1].name
+        prefix = parent + "." if parent else ""
+        best = [a for a in aliases if a.startswith(prefix) and "." not in a[len(prefix) :]]
+        return best[0] if best else aliases[0]
+
+    def _open_row(self) -> OpenRow | None:
+        for call in reversed(self.stack):
+            if call.row is not None:
+                return call.row
+        return None
+
+    def _open_rows(self) -> Iterator[OpenRow]:
+        for call in self.stack:
+            if call.row is not None:
+                yield call.row
+
+    def _frame_kind(self, module: nn.Module | None) -> Kind:
+        if isinstance(module, POOL_TYPES):
+            return Kind.POOL
+        if isinstance(module, nn.Linear):
+            return Kind.FC
+        return Kind.MODULE if self.first_block_seen else Kind.STEM
+
+    def _new_row(self, **kw: Any) -> OpenRow:
+        row = OpenRow(index=len(self.rows), **kw)
+        self.rows.append(row)
+        return row
+
+    # -- hooks ----------------------------------------------------------------
+    def pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        t_in = time.perf_counter()
+        try:
+            row = self._pre(module, args, kwargs)
+        except Exception as exc:  # pragma: no cover - a bug of ours
+            raise HookFailure(f"{type(exc).__name__}: {exc}") from exc
+        if self.events and row is not None:
+            row.events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+            row.events[0].record()
+        t_out = time.perf_counter()
+        self.overhead += t_out - t_in
+        if row is not None:
+            row.t0, row.overhead0 = t_out, self.overhead
+
+    def _pre(self, module: nn.Module, args: tuple, kwargs: dict) -> OpenRow | None:
+        name = self._name(module)
+        self.ran.add(id(module))
+        leaf = next(iter(module.children()), None) is None
+        in_shape = first_shape(args) or first_shape(kwargs)
+        open_row = self._open_row()
+        row: OpenRow | None = None
+        is_block = isinstance(module, self.block_types) if self.block_types else False
+        if is_block:
+            self.first_block_seen = True
+            stage = next((c.row for c in reversed(self.stack) if c.row and c.row.kind is Kind.STAGE), None)
+            down = getattr(module, "down", None)
+            row = self._new_row(
+                name=name,
+                kind=Kind.BLOCK,
+                depth=Depth.BLOCK,
+                module=module,
+                parent=open_row,
+                in_shape=in_shape,
+                stage=stage,
+                down=bool(down) if isinstance(down, bool) else None,
+                skips=[],
+            )
+        elif id(module) in self.structural and self.stack and not self._in_block():
+            row = self._new_row(
+                name=name,
+                kind=Kind.STAGE,
+                depth=Depth.STAGE,
+                module=module,
+                parent=open_row,
+                in_shape=in_shape,
+            )
+        elif self.stack and (open_row is None or open_row.kind is Kind.STAGE) and not self._in_block():
+            row = self._new_row(
+                name=name,
+                kind=self._frame_kind(module),
+                depth=Depth.STAGE if open_row is None else Depth.BLOCK,
+                module=module,
+                parent=open_row,
+                in_shape=in_shape,
+            )
+        elif leaf and open_row is not None and open_row.kind is not Kind.STAGE:
+            row = self._new_row(
+                name=name,
+                kind=Kind.LAYER,
+                depth=Depth.LAYER,
+                module=module,
+                parent=open_row,
+                in_shape=in_shape,
+            )
+        call = _Call(module=module, name=name, row=row, leaf=leaf)
+        self.stack.append(call)
+        if is_block or (self.find_blocks and not leaf and len(self.stack) > 1):
+            ctx = _BlockCtx(call=call, depth=len(self.stack) - 1)
+            call.block = ctx
+            self._blocks.append(ctx)
+            for t in tensors_in((args, kwargs)):
+                self._set_lineage(t, {**self._get_lineage(t), self._fork(ctx): (0, 0, frozenset())})
+        return row
+
+    def _in_block(self) -> bool:
+        return any(c.row is not None and c.row.kind is Kind.BLOCK for c in self.stack)
+
+    def post(self, module: nn.Module, args: tuple, kwargs: dict, out: object) -> None:
+        t_in = time.perf_counter()
+        try:
+            self._post(module, out, t_in)
+        except Exception as exc:  # pragma: no cover - a bug of ours
+            raise HookFailure(f"{type(exc).__name__}: {exc}") from exc
+        self.overhead += time.perf_counter() - t_in
+
+    def _post(self, module: nn.Module, out: object, t_in: float) -> None:
+        call = self.stack.pop()
+        row = call.row
+        if row is not None:
+            row.out_shape = first_shape(out)
+            row.time_s = (t_in - row.t0) - (self.overhead - row.overhead0)
+            if row.events is not None:
+                row.events[1].record()
+            row.done = True
+            if self.train:
+                row.out_bytes = nbytes(out)
+            if self.stats and (row.depth is not Depth.LAYER or self.leaf_stats):
+                row.activation = activation_stats(out)
+        if call.block is not None:
+            ctx = self._blocks.pop()
+            for f in ctx.forks:
+                self._fork_owner.pop(f, None)
+            if row is not None and row.kind is Kind.BLOCK:
+                row.skips = list(ctx.found)
+            elif ctx.found and self.find_blocks:
+                self.residual_adders[id(module)] = module
+        if not self.stack:
+            self.output = out
+
+    def failing_module(self) -> tuple[str, Shape | None, nn.Module | None]:
+        """Innermost module that had started and not finished: where the forward stopped."""
+        if not self.stack:
+            return "", None, None
+        call = self.stack[-1]
+        return call.name, call.row.in_shape if call.row else None, call.module
+
+    # -- operations -------------------------------------------------------------
+    def on_op(self, func: Any, args: tuple, kwargs: dict, out: Any, macs: int) -> None:
+        try:
+            self._on_op(func, args, kwargs, out, macs)
+        except Exception as exc:  # pragma: no cover - a bug of ours
+            raise HookFailure(f"{type(exc).__name__}: {exc}") from exc
+
+    def _on_op(self, func: Any, args: tuple, kwargs: dict, out: Any, macs: int) -> None:
+        reads = False
+        inputs = list(tensors_in(args)) + list(tensors_in(kwargs))
+        for t in inputs:
+            if id(t) in self.params:
+                self.read.add(id(t))
+                reads = True
+        own = self._own_row(out, inputs) if (macs or reads) else None
+        if macs:
+            self.macs += macs
+            for call in self.stack:
+                if call.row is not None:
+                    call.row.macs += macs
+            if own is not None:
+                own.macs += macs
+        if self._blocks:
+            self._flow(func, args, inputs, out, macs)
+
+    def _own_row(self, out: Any, inputs: list[torch.Tensor]) -> OpenRow | None:
+        """The row for work done directly in the innermost call's own forward, outside its children.
+
+        None when that call is a leaf with a row of its own. Inside a block or frame row this is
+        a layer row of the call (one per call); outside them a frame row, one per run of
+        consecutive operations.
+        """
+        if not self.stack:
+            return None
+        call = self.stack[-1]
+        if call.leaf and call.row is not None:
+            return None
+        open_row = self._open_row()
+        inside = open_row is not None and open_row.kind is not Kind.STAGE
+        if call.own_row is None or (not inside and self.rows[-1] is not call.own_row):
+            call.own_row = self._new_row(
+                name=call.name or type(call.module).__name__,
+                kind=Kind.LAYER if inside else (Kind.MODULE if self.first_block_seen else Kind.STEM),
+                depth=Depth.LAYER if inside else (Depth.STAGE if open_row is None else Depth.BLOCK),
+                module=call.module,
+                parent=open_row,
+                in_shape=first_shape(inputs),
+                own=True,
+                done=True,
+            )
+        call.own_row.out_shape = first_shape(out)
+        return call.own_row
+
+    # -- dataflow ---------------------------------------------------------------
+    def _fork(self, ctx: _BlockCtx) -> int:
+        self._next_fork += 1
+        ctx.forks.add(self._next_fork)
+        self._fork_owner[self._next_fork] = ctx
+        return self._next_fork
+
+    def _get_lineage(self, t: torch.Tensor) -> dict[int, _Path]:
+        entry = self._lineage.get(id(t))
+        if entry is None or entry[0]() is not t:
+            return {}
+        return {f: p for f, p in entry[1].items() if f in self._fork_owner}
+
+    def _set_lineage(self, t: torch.Tensor, lineage: dict[int, _Path]) -> None:
+        if lineage:
+            self._lineage[id(t)] = (weakref.ref(t), lineage)
+        else:
+            self._lineage.pop(id(t), None)
+
+    def _child(self, ctx: _BlockCtx) -> str | None:
+        """The block's child module running now (relative to the block), if any."""
+        if len(self.stack) <= ctx.depth + 1:
+            return None
+        parent, child = self.stack[ctx.depth].name, self.stack[ctx.depth + 1].name
+        return child[len(parent) + 1 :] if parent and child.startswith(parent + ".") else child
+
+    def _flow(self, func: Any, args: tuple, inputs: list[torch.Tensor], out: Any, macs: int) -> None:
+        lineages = [self._get_lineage(t) for t in inputs]
+        merged: dict[int, _Path] = {}
+        for lin in lineages:
+            for f, (m, n, mods) in lin.items():
+                old = merged.get(f)
+                merged[f] = (
+                    (max(m, old[0]), max(n, old[1]), mods | old[2]) if old is not None else (m, n, mods)
+                )
+        children = {id(ctx): self._child(ctx) for ctx in self._blocks}
+        result: dict[int, _Path] = {}
+        for f, (m, n, mods) in merged.items():
+            child = children.get(id(self._fork_owner[f]))
+            result[f] = (m + macs, n + 1, mods | {child} if child else mods)
+        if func in ADDS and len(args) >= 2 and all(isinstance(a, torch.Tensor) for a in args[:2]):
+            a, b = args[0], args[1]
+            fork = self._residual(a, b, self._get_lineage(a), self._get_lineage(b))
+            if fork is not None:
+                result[self._fork(fork)] = (0, 0, frozenset())
+        for t in tensors_in(out):
+            self._set_lineage(t, result)
+
+    def _residual(
+        self, a: torch.Tensor, b: torch.Tensor, lin_a: dict[int, _Path], lin_b: dict[int, _Path]
+    ) -> _BlockCtx | None:
+        """If ``a + b`` joins two paths from one fork, record its skip side and return the block."""
+        call = self.stack[-1] if self.stack else None
+        if call is None or (call.leaf and call.block is None) or tuple(a.shape) != tuple(b.shape):
+            return None
+        common = set(lin_a) & set(lin_b)
+        if not common:
+            return None
+        fork = max(common)  # the most recent fork both descend from
+        ctx = self._fork_owner[fork]
+        pa, pb = lin_a[fork], lin_b[fork]
+        skip = pa if (pa[0], pa[1]) < (pb[0], pb[1]) else pb
+        ctx.found.append("+".join(sorted(skip[2])) if skip[2] else IDENTITY)
+        return ctx
+
+    # -- saved activations (--train) ------------------------------------------------
+    def pack(self, t: torch.Tensor) -> torch.Tensor:
+        key = _storage_key(t)
+        if key not in self.param_storages:
+            size = t.untyped_storage().nbytes()
+            self.saved_all[key] = size
+            for row in self._open_rows():
+                if row.saved is None:
+                    row.saved = {}
+                row.saved[key] = size
+        return t
+
+
+def _storage_key(t: torch.Tensor) -> int:
+    storage = t.untyped_storage()
+    return int(storage._cdata) if t.is_meta else int(storage.data_ptr()) or int(storage._cdata)
+
+
+@contextlib.contextmanager
+def keep_training_flags(model: nn.Module) -> Iterator[None]:
+    """Restore every submodule's own ``training`` flag, exactly, on the way out."""
+    flags = [(m, m.training) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+@contextlib.contextmanager
+def hooked(
+    model: nn.Module,
+    block_types: tuple[type[nn.Module], ...],
+    *,
+    stats: bool = False,
+    events: bool = False,
+    only: set[int] | None = None,
+    leaf_stats: bool = False,
+    ops: bool = True,
+    find_blocks: bool = False,
+    train: bool = False,
+) -> Iterator[Recorder]:
+    """Hook the modules of ``model`` (or just those in ``only``) and, with ``ops``, watch its operations.
+
+    Always removes the hooks, leaves the operation mode and restores every ``training`` flag.
+    """
+    recorder = Recorder(
+        model,
+        block_types,
+        stats=stats,
+        events=events,
+        leaf_stats=leaf_stats,
+        find_blocks=find_blocks,
+        train=train,
+    )
+    handles = []
+    modules = [m for m in model.modules() if only is None or id(m) in only or m is model]
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(keep_training_flags(model))
+        try:
+            for module in modules:
+                handles.append(module.register_forward_pre_hook(recorder.pre, with_kwargs=True))
+                handles.append(module.register_forward_hook(recorder.post, with_kwargs=True))
+            if ops:
+                stack.enter_context(_mha_fastpath_off())
+                stack.enter_context(OpMode(recorder, shortcuts=True))
+            if train:
+                stack.enter_context(torch.autograd.graph.saved_tensors_hooks(recorder.pack, _unpack))
+            yield recorder
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
+def _unpack(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+@contextlib.contextmanager
+def _mha_fastpath_off() -> Iterator[None]:
+    """``nn.MultiheadAttention``'s fused CPU fast path hides its products in one kernel: take the plain path."""
+    mha = getattr(torch.backends, "mha", None)
+    if mha is None:
+        yield
+        return
+    was = mha.get_fastpath_enabled()
+    mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        mha.set_fastpath_enabled(was)
+
+
+def row_keys(rows: list[OpenRow]) -> list[tuple[str, int]]:
+    """(name, occurrence) of each row: the same key in every pass of the same forward."""
+    seen: dict[tuple[str, bool], int] = {}
+    keys = []
+    for r in rows:
+        seen[(r.name, r.own)] = seen.get((r.name, r.own), 0) + 1
+        keys.append((r.name + ("#own" if r.own else ""), seen[(r.name, r.own)]))
+    return keys
+
+
+Progress = Callable[[int], None]
