@@ -32,7 +32,7 @@ from resnet_trace.model import ResNet
 base, batch, opt, device = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 torch.set_num_threads(int(sys.argv[5]))
 
-def optimizer(params):
+def optimizer(params, opt):
     return {
         "sgd": lambda: torch.optim.SGD(params, lr=0.01),
         "momentum": lambda: torch.optim.SGD(params, lr=0.01, momentum=0.9),
@@ -52,10 +52,8 @@ def vm(field):
             return int(line.split()[1]) * 1024
 
 tiny = ResNet(2, 2).to(device)
-for name in ("sgd", "momentum", "adam", "adamw"):
-    opt, saved = name, opt
-    step(tiny, torch.randn(1, 3, 224, 224, device=device), optimizer(list(tiny.parameters())))
-    opt = saved
+for name in ("sgd", "momentum", "adam", "adamw"):  # lazy imports and kernels, before the level is noted
+    step(tiny, torch.randn(1, 3, 224, 224, device=device), optimizer(list(tiny.parameters()), name))
 del tiny
 gc.collect()
 if device == "cuda":
@@ -67,7 +65,7 @@ else:
 torch.manual_seed(0)
 model = ResNet(base, 2).to(device)
 x = torch.randn(batch, 3, 224, 224, device=device)
-o = optimizer(list(model.parameters()))
+o = optimizer(list(model.parameters()), opt)
 step(model, x, o)
 first = (torch.cuda.max_memory_allocated() if device == "cuda" else vm("VmHWM")) - before
 step(model, x, o)
@@ -128,7 +126,9 @@ def main(argv: list[str]) -> int:
                 p = predicted(base, batch, opt)
                 m = measure(base, batch, opt, args.device, args.threads)
                 err = (p["peak"] - m["second"]) / m["second"]
-                rows.append({"base": base, "batch": batch, "optimizer": opt, **m, "predicted": p, "error": err})
+                rows.append(
+                    {"base": base, "batch": batch, "optimizer": opt, **m, "predicted": p, "error": err}
+                )
                 print(
                     f"{base:>4} {batch:>5} {opt:>6} {p['peak'] / 2**20:>13.1f} {m['second'] / 2**20:>12.1f} "
                     f"{err:>+7.1%} {m['first'] / 2**20:>14.1f}",

@@ -441,7 +441,51 @@ def summary_traces(
     target = ensure_blocks(target, shapes[0])
     if dtype != "float32":
         target.model.to(dtype=DTYPES[dtype])
-    return [trace_shapes(target, s, command=command, train=train) for s in shapes]
+    traces = [trace_shapes(target, s, command=command, train=train) for s in shapes]
+    if model_ref is not None and any(t.error is not None for t in traces):
+        traces = _cpu_fallback(traces, target, model_ref, base_dim, num_classes, model_args, command, train)
+    return traces
+
+
+def _cpu_fallback(
+    traces: list[Trace],
+    target: Target,
+    model_ref: str,
+    base_dim: int | None,
+    num_classes: int | None,
+    model_args: dict[str, Any] | None,
+    command: str,
+    train: bool,
+) -> list[Trace]:
+    """A user model that fails on ``meta`` may only lack meta support: retry those inputs on the CPU."""
+    from resnet_trace.memory import guard
+    from resnet_trace.usermodel import load_user_target
+
+    cpu: Target | None = None
+    out = []
+    for t in traces:
+        if t.error is None:
+            out.append(t)
+            continue
+        guard(t, 4)
+        if cpu is None:
+            cpu = load_user_target(
+                model_ref,
+                base_dim=base_dim,
+                num_classes=num_classes,
+                model_args=model_args,
+                device="cpu",
+                init_seed=0,
+            )
+            cpu = dataclasses.replace(cpu, block_types=target.block_types, info=target.info)
+        again = trace_shapes(cpu, t.input_shape, command=command, train=train)
+        if again.error is None:
+            note = f"note: {t.error.module} cannot run on the meta device ({t.error.message}); traced on the CPU instead"
+            again = dataclasses.replace(again, notes=(*again.notes, note[:300]))
+            out.append(again)
+        else:
+            out.append(t)
+    return out
 
 
 def run_traces(

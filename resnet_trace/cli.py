@@ -227,6 +227,15 @@ def _reports(traces: list, depth: Depth, collapse: bool, pattern: str | None) ->
 
 
 def _finish(traces: list, reports: list[Report], fmt: Format, output: Path | None, svg: Path | None) -> int:
+    if reports and reports[0].filter and not any(r.rows for r in reports):
+        raise UsageError(f"--filter {reports[0].filter!r} matches no row")
+    for note in dict.fromkeys(n for t in traces for n in t.notes):
+        _say(note)
+    m = traces[0].model if traces else None
+    if m is not None and m.block_found and fmt in (Format.table, Format.markdown):
+        _say(
+            f"note: blocks are {m.block or 'none found'} (the modules that add onto their input; set --block)"
+        )
     write_output(render(reports, fmt, output), output)
     _save_svg(reports, svg)
     return _stopped([(t.input_shape, t.error) for t in traces])
@@ -367,7 +376,7 @@ def run(
     _check_writable(svg, "--svg")
     positive("--repeat", repeat)
     positive("--top-k", top_k)
-    positive("--seed", seed + 1)
+    _bounded("--seed", seed, low=0)
     _check_filter(filter)
     from resnet_trace.api import run_traces
     from resnet_trace.usermodel import parse_model_args
@@ -397,6 +406,15 @@ def run(
             progress=advance,
         )
     return _finish(traces, _reports(traces, depth, collapse, filter), format, output, svg)
+
+
+def _bounded(name: str, value: int, *, low: int) -> int:
+    from resnet_trace.spec import LIMITS
+
+    top = LIMITS[name.lstrip("-").replace("-", "_")]
+    if not low <= value <= top:
+        raise UsageError(f"{name} must be in {low}..{top:,}, not {value}")
+    return value
 
 
 def _opt_positive(name: str, value: int | None) -> int | None:

@@ -15,8 +15,9 @@ What becomes a row (forward order, one row per call):
   directly in a non-leaf module's own ``forward`` there (attention's products).
 
 Skip paths come from the dataflow: every tensor carries, for each open *fork* (a block's
-input, or a residual sum inside it), the work done on its way from that fork. An add
-whose two operands descend from one fork is a residual add; its cheaper side is the skip.
+input, or any tensor computed inside it), the work done on its way from that fork. An add
+whose two operands descend from one fork is a residual add: the nearest such fork is where
+the two paths split, and the side that does less work from there is the skip.
 The recorder keeps shapes, counts and weak references, never tensors.
 """
 
@@ -435,9 +436,10 @@ class Recorder:
             result[f] = (m + macs, n + 1, mods | {child} if child else mods)
         if func in ADDS and len(args) >= 2 and all(isinstance(a, torch.Tensor) for a in args[:2]):
             a, b = args[0], args[1]
-            fork = self._residual(a, b, self._get_lineage(a), self._get_lineage(b))
-            if fork is not None:
-                result[self._fork(fork)] = (0, 0, frozenset())
+            self._residual(a, b, self._get_lineage(a), self._get_lineage(b))
+        # Every result is a fork of its own: the fork of an add is then its operands' nearest
+        # common ancestor (the block's input, an earlier residual sum, a norm's output...).
+        result[self._fork(self._blocks[-1])] = (0, 0, frozenset())
         for t in tensors_in(out):
             self._set_lineage(t, result)
 

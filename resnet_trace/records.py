@@ -198,6 +198,7 @@ class Trace:
     run: RunInfo | None = None
     outputs: tuple[OutputInfo, ...] = ()
     train: TrainInfo | None = None
+    notes: tuple[str, ...] = ()  # what the user should know about how it was traced (stderr)
 
 
 class _Document:

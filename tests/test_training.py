@@ -59,7 +59,11 @@ def _check_rows(rows, truth, *, only_blocks: bool = False) -> int:
 @pytest.mark.parametrize("variant", ["seed", "fixed"])
 @pytest.mark.parametrize(
     "base, shape, head",
-    [(16, (2, 3, 224, 224), "avgpool7"), (8, (3, 3, 160, 128), "adaptive"), (4, (1, 3, 224, 224), "avgpool7")],
+    [
+        (16, (2, 3, 224, 224), "avgpool7"),
+        (8, (3, 3, 160, 128), "adaptive"),
+        (4, (1, 3, 224, 224), "avgpool7"),
+    ],
 )
 def test_saved_bytes_equal_saved_tensors_hooks(variant, base, shape, head):
     t = api.trace_shapes(api.build_target(ModelSpec(base, 2, variant, head)), shape, train=True)
@@ -74,7 +78,9 @@ def test_saved_bytes_equal_saved_tensors_hooks(variant, base, shape, head):
 def _hf_resnet() -> nn.Module:
     from transformers import ResNetConfig, ResNetForImageClassification
 
-    config = ResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[1, 2, 1, 1], num_labels=3)
+    config = ResNetConfig(
+        embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[1, 2, 1, 1], num_labels=3
+    )
     return ResNetForImageClassification(config)
 
 
@@ -161,7 +167,13 @@ def test_optimizer_state_matches_torch():
 
 @pytest.mark.parametrize(
     "text, value",
-    [("24GiB", 24 * 2**30), ("24G", 24 * 2**30), ("80GB", 80 * 10**9), ("512 MiB", 512 * 2**20), ("1e9", 10**9)],
+    [
+        ("24GiB", 24 * 2**30),
+        ("24G", 24 * 2**30),
+        ("80GB", 80 * 10**9),
+        ("512 MiB", 512 * 2**20),
+        ("1e9", 10**9),
+    ],
 )
 def test_parse_budget(text, value):
     assert parse_budget(text) == value
@@ -181,7 +193,10 @@ def test_peak_is_the_sum_of_its_terms():
     target = api.build_target(ModelSpec(16, 2, "seed", "avgpool7"))
     t = api.trace_shapes(target, shape, train=True)
     info = train_info(
-        model=target.model, rows=t.rows, activations_bytes=t.totals.activations_bytes, optimizer=Optimizer.ADAM
+        model=target.model,
+        rows=t.rows,
+        activations_bytes=t.totals.activations_bytes,
+        optimizer=Optimizer.ADAM,
     )
     p = sum(q.numel() for q in _real_seed(16, "seed").parameters()) * 4
     truth = saved_truth(_real_seed(16, "seed"), torch.randn(shape))
@@ -201,12 +216,20 @@ def test_fit_batch_fits_and_one_more_does_not(budget):
         calls.append(n)
         t = api.trace_shapes(target, (n, 3, 224, 224), train=True)
         return train_info(
-            model=target.model, rows=t.rows, activations_bytes=t.totals.activations_bytes, optimizer=Optimizer.ADAMW
+            model=target.model,
+            rows=t.rows,
+            activations_bytes=t.totals.activations_bytes,
+            optimizer=Optimizer.ADAMW,
         ).peak_bytes
 
     b = parse_budget(budget)
     info = train_info(
-        model=target.model, rows=(), activations_bytes=0, optimizer=Optimizer.ADAMW, budget_bytes=b, peak_of_batch=peak
+        model=target.model,
+        rows=(),
+        activations_bytes=0,
+        optimizer=Optimizer.ADAMW,
+        budget_bytes=b,
+        peak_of_batch=peak,
     )
     n = info.fit_batch
     assert n is not None and n > 1
