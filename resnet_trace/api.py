@@ -272,7 +272,7 @@ def trace_run(
                 tuple((int(i), float(v)) for i, v in zip(idx_row, val_row))
                 for idx_row, val_row in zip(pi.tolist(), pv.tolist())
             )
-        logits = _nested(values.tolist())
+        logits = tuple(_nested(row) for row in values.tolist()) if values.dim() >= 1 else None
     return Trace(
         command="run",
         model=target.info,
@@ -316,33 +316,71 @@ def trace(
     block: str | type[nn.Module] | Sequence[str | type[nn.Module]] | None = None,
     base_dim: int = 64,
     num_classes: int = 2,
-    input_shape: Sequence[int] = (1, 3, 224, 224),
+    input_shape: Sequence[int] | None = None,
     variant: str = "seed",
     head: str = "avgpool7",
     real: bool = False,
     seed: int = 0,
-) -> Trace:
-    """Build the seed's model (or take ``model``) and trace one input.
+    weights: str | os.PathLike[str] | None = None,
+    input_file: str | os.PathLike[str] | None = None,
+    repeat: int = 1,
+    top_k: int = 5,
+    device: str = "cpu",
+    dtype: str = "float32",
+    depth: Depth | str = Depth.BLOCK,
+    collapse: bool = False,
+    filter: str | None = None,
+) -> Report:
+    """Trace one input of the seed's model (or of ``model``) and return the rows shown at ``depth``.
 
-    ``real=False`` (default) is ``summary``: shapes, params and MACs on ``meta``.
-    ``real=True`` is ``run``: the seed's initialisation under ``seed``, a random
-    normal input, a CPU forward with activation statistics.
+    ``real=False`` (default) is ``resnet-trace summary``: shapes, params and MACs, shape-only
+    (on ``meta`` for the seed and for a model built there). ``real=True`` is ``resnet-trace run``:
+    the seed's initialisation under ``seed`` (or ``weights``), a random normal input (or
+    ``input_file``), a forward with activation statistics; ``repeat`` > 1 adds timed passes.
+    The result's ``to_dict()`` is the CLI's ``--format json`` document for the same options.
     """
-    from resnet_trace.spec import check_shape, check_spec
+    from resnet_trace.spec import check_shape, integer
 
-    shape = check_shape(input_shape)
+    shape = check_shape(input_shape) if input_shape is not None else None
+    integer("seed", seed, low=0)
+    integer("repeat", repeat)
+    integer("top_k", top_k)
     if model is None:
-        spec = check_spec(base_dim=base_dim, num_classes=num_classes, variant=variant, head=head)
-        if not real:
-            return trace_shapes(build_target(spec), shape)
-        target = build_target(spec, device="cpu", init_seed=seed)
-        return trace_run(target, random_input(shape, seed=seed), seed=seed)
+        if not isinstance(block, (str, type(None))):
+            raise TypeError("block names one class for the built-in model")
+        options: dict[str, Any] = dict(
+            inputs=[shape] if shape else None,
+            base_dim=base_dim,
+            num_classes=num_classes,
+            variant=variant,
+            head=head,
+            block=block,
+        )
+        if real or weights is not None or input_file is not None:
+            (t,) = run_traces(
+                **options,
+                weights=None if weights is None else str(weights),
+                input_file=None if input_file is None else str(input_file),
+                seed=seed,
+                repeat=repeat,
+                top_k=top_k,
+                device=device,
+                dtype=dtype,
+                leaves=Depth(depth) is Depth.LAYER,
+            )
+        else:
+            (t,) = summary_traces(**options, dtype=dtype)
+        return report(t, depth=depth, collapse=collapse, filter=filter)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, not {type(model).__name__}")
-    target = model_target(model, block=block, input_shape=shape)
+    target = model_target(model, block=block)
+    shape = shape or default_input(target)
+    target = ensure_blocks(target, shape)
     if not real:
-        return trace_shapes(target, shape)
-    return trace_run(target, random_input(shape, seed=seed, device=str(_param_device(model))), seed=seed)
+        return report(trace_shapes(target, shape), depth=depth, collapse=collapse, filter=filter)
+    x = random_input(shape, seed=seed, device=str(_param_device(model)), dtype=_param_dtype(model))
+    t = trace_run(target, x, seed=seed, repeat=repeat, top_k=top_k, leaves=Depth(depth) is Depth.LAYER)
+    return report(t, depth=depth, collapse=collapse, filter=filter)
 
 
 def make_target(
@@ -652,8 +690,8 @@ def check(
                 f"{str(golden)!r} was traced from {source!r}; check never runs code a data file names: "
                 f"pass --model {source} yourself if you trust it"
             )
-        var = variant or (m.get("variant") if m.get("variant") in ("seed", "fixed") else "seed")
-        hd = head or (m.get("head") if m.get("head") in ("avgpool7", "adaptive") else "avgpool7")
+        var: str = variant or (str(m["variant"]) if m.get("variant") in ("seed", "fixed") else "seed")
+        hd: str = head or (str(m["head"]) if m.get("head") in ("avgpool7", "adaptive") else "avgpool7")
         bd = base_dim if base_dim is not None else m.get("base_dim")
         nc = num_classes if num_classes is not None else m.get("num_classes")
         if model is None:

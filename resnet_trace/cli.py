@@ -433,9 +433,9 @@ class _progress:
 
     def __init__(self, total: int) -> None:
         self.total = total
-        self.bar = None
+        self.bar: Any = None
 
-    def __enter__(self):
+    def __enter__(self) -> Any:
         if self.total < 3 or not (sys.stdout.isatty() and sys.stderr.isatty()):
             return None
         from rich.console import Console

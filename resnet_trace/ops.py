@@ -121,6 +121,14 @@ class OpMode(TorchDispatchMode):
         self.observer = observer
         self.shortcuts = shortcuts
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # TorchDispatchMode wraps a subclass's __torch_dispatch__ in torch._disable_dynamo unless
+        # this says False; that wrapper imports torch._dynamo (and sympy) on its first call, about
+        # 1 s per process, for a guard against torch.compile tracing into the mode, which never
+        # happens here. Read at class creation (TorchDispatchMode.__init_subclass__).
+        return False
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         kwargs = kwargs or {}
         out = NotImplemented
@@ -221,7 +229,8 @@ def _mean_dim(x, dim, keepdim=False, *, dtype=None):  # type: ignore[no-untyped-
 
 
 def _same(x, *args, **kwargs):  # type: ignore[no-untyped-def]
-    return _empty(x.shape, x)
+    out = _dense_like(x)  # elementwise kernels keep a dense input's layout
+    return NotImplemented if out is None else out
 
 
 def _inplace(x, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -272,6 +281,132 @@ def _binary_(a, b, *args, **kwargs):  # type: ignore[no-untyped-def]
     return a
 
 
+# Batch and layer norm, softmax, bmm, dropout: PyTorch answers these on ``meta`` with Python meta
+# kernels or reference decompositions (milliseconds a call, and imports on first use). Each rule
+# below returns exactly what that kernel returns (shapes, dtypes and strides of every output) and
+# returns NotImplemented for anything unusual, invalid input included, so that PyTorch handles
+# (and words) it. tests/test_shapes.py compares every rule with the kernel it replaces.
+_FLOATS = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})
+
+
+def _acc(dtype: torch.dtype) -> torch.dtype:
+    """The statistics' dtype of a norm on meta: float32 for half and bfloat16 inputs."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _vector(t: Any, size: int, dtype: torch.dtype) -> bool:
+    """``t`` is None or a meta vector of ``size`` elements in ``dtype``."""
+    return t is None or (
+        isinstance(t, torch.Tensor) and t.is_meta and t.dim() == 1 and t.shape[0] == size and t.dtype == dtype
+    )
+
+
+def _dense_like(x: torch.Tensor) -> torch.Tensor | None:
+    """``empty_like(x)`` (which keeps x's layout) when that layout is contiguous or channels-last."""
+    if x.is_contiguous() or (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)):
+        return torch.empty_like(x)
+    return None
+
+
+def _batch_norm(x, weight, bias, running_mean, running_var, n_out: int):  # type: ignore[no-untyped-def]
+    if x.dtype not in _FLOATS or x.dim() < 2 or x.numel() == 0:
+        return NotImplemented
+    channels = int(x.shape[1])
+    stats = _acc(x.dtype)
+    if not all(_vector(t, channels, x.dtype) for t in (weight, bias)):
+        return NotImplemented
+    if not all(_vector(t, channels, stats) or _vector(t, channels, x.dtype) for t in (running_mean, running_var)):
+        return NotImplemented
+    out = _dense_like(x)
+    if out is None:
+        return NotImplemented
+    saved = tuple(_empty((channels,), x, stats) for _ in range(2))
+    if n_out == 3:
+        return (out, *saved)
+    if running_mean is None or running_var is None:
+        return NotImplemented
+    return (out, *saved, torch.empty_like(running_mean), torch.empty_like(running_var))
+
+
+def _native_batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps):  # type: ignore[no-untyped-def]
+    if not training and (running_mean is None or running_var is None):
+        return NotImplemented
+    return _batch_norm(x, weight, bias, running_mean, running_var, 3)
+
+
+def _batch_norm_no_training(x, weight, bias, running_mean, running_var, momentum, eps):  # type: ignore[no-untyped-def]
+    if running_mean is None or running_var is None:
+        return NotImplemented
+    return _batch_norm(x, weight, bias, running_mean, running_var, 3)
+
+
+def _batch_norm_functional(x, weight, bias, running_mean, running_var, training, momentum, eps):  # type: ignore[no-untyped-def]
+    return _batch_norm(x, weight, bias, running_mean, running_var, 5)
+
+
+def _batch_norm_no_stats(x, weight, bias, training, momentum, eps):  # type: ignore[no-untyped-def]
+    return _batch_norm(x, weight, bias, None, None, 3)
+
+
+def _layer_norm(x, normalized_shape, weight, bias, eps):  # type: ignore[no-untyped-def]
+    norm = tuple(int(d) for d in normalized_shape)
+    axis = x.dim() - len(norm)
+    if x.dtype not in _FLOATS or not norm or axis < 0 or tuple(x.shape[axis:]) != norm or x.numel() == 0:
+        return NotImplemented
+    for t in (weight, bias):
+        if t is not None and not (
+            isinstance(t, torch.Tensor) and t.is_meta and tuple(t.shape) == norm and t.dtype == x.dtype
+        ):
+            return NotImplemented
+    stats_shape = (*x.shape[:axis], *(1,) * len(norm))
+    stats = _acc(x.dtype)
+    return _empty(x.shape, x), _empty(stats_shape, x, stats), _empty(stats_shape, x, stats)
+
+
+def _softmax_dim(x: torch.Tensor, dim: int) -> bool:
+    return x.dtype in _FLOATS and -max(x.dim(), 1) <= dim < max(x.dim(), 1)
+
+
+def _softmax(x, dim, half_to_float):  # type: ignore[no-untyped-def]
+    if not _softmax_dim(x, dim):
+        return NotImplemented
+    if half_to_float:
+        if x.dtype != torch.float16:
+            return NotImplemented
+        return _empty(x.shape, x, torch.float32)
+    return _empty(x.shape, x)
+
+
+def _safe_softmax(x, dim, dtype=None):  # type: ignore[no-untyped-def]
+    if not _softmax_dim(x, dim) or (dtype is not None and dtype not in _FLOATS):
+        return NotImplemented
+    return _empty(x.shape, x, dtype)
+
+
+def _scalar(x, other):  # type: ignore[no-untyped-def]
+    """``x * 2.0``, ``x / 8``: a floating tensor and a Python number keep the tensor's dtype."""
+    if x.dtype not in _FLOATS or type(other) not in (int, float):
+        return NotImplemented
+    return _same(x)
+
+
+def _bmm(a, b):  # type: ignore[no-untyped-def]
+    if not (isinstance(b, torch.Tensor) and b.is_meta and a.dim() == 3 and b.dim() == 3 and a.dtype == b.dtype):
+        return NotImplemented
+    if a.shape[0] != b.shape[0] or a.shape[2] != b.shape[1]:
+        return NotImplemented  # let PyTorch word the mismatch
+    return _empty((a.shape[0], a.shape[1], b.shape[2]), a)
+
+
+def _native_dropout(x, p, train):  # type: ignore[no-untyped-def]
+    if x.dtype not in _FLOATS or not 0 <= p <= 1:
+        return NotImplemented
+    out = _dense_like(x)
+    if out is None:
+        return NotImplemented
+    return out, torch.empty_like(x, dtype=torch.bool)
+
+
 META_RULES: dict[Any, Callable[..., Any]] = {
     aten.convolution.default: _convolution,
     aten.max_pool2d_with_indices.default: _max_pool2d_with_indices,
@@ -290,4 +425,16 @@ META_RULES: dict[Any, Callable[..., Any]] = {
     aten.add.Tensor: _binary,
     aten.add_.Tensor: _binary_,
     aten.mul.Tensor: _binary,
+    aten.native_batch_norm.default: _native_batch_norm,
+    aten._native_batch_norm_legit_no_training.default: _batch_norm_no_training,
+    aten._native_batch_norm_legit_functional.default: _batch_norm_functional,
+    aten._native_batch_norm_legit.default: _native_batch_norm,
+    aten._native_batch_norm_legit.no_stats: _batch_norm_no_stats,
+    aten.native_layer_norm.default: _layer_norm,
+    aten._softmax.default: _softmax,
+    aten._safe_softmax.default: _safe_softmax,
+    aten.bmm.default: _bmm,
+    aten.mul.Scalar: _scalar,
+    aten.div.Scalar: _scalar,
+    aten.native_dropout.default: _native_dropout,
 }

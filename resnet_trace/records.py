@@ -175,8 +175,8 @@ class RunInfo:
     repeat: int
     forward_ms: float
     hook_overhead_ms: float | None
-    logits: tuple | None
-    top_k: tuple[tuple[int, float], ...] | None
+    logits: tuple[Any, ...] | None  # [N][classes], nested tuples of floats
+    top_k: tuple[tuple[tuple[int, float], ...], ...] | None  # per sample: (class, probability), best first
     weights: str | None = None
     input_file: str | None = None
 

@@ -192,8 +192,17 @@ def _first(value: Any) -> torch.Tensor:
     return next(t for _, t in tensors(value))
 
 
-def truth(model: nn.Module, input_shape: tuple[int, ...], block: str, seed: int = 0) -> Truth:
-    """Trace ``model`` by torch's own means: hooks, ``FlopCounterMode``, a real backward."""
+def truth(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    block: str,
+    seed: int = 0,
+    skip_rule: Callable[[nn.Module], list[str]] = structural_skips,
+) -> Truth:
+    """Trace ``model`` by torch's own means: hooks, ``FlopCounterMode``, a real backward.
+
+    ``skip_rule`` reads a block's residual adds off its structure (the corpus' classes by default).
+    """
     model.eval()
     model.zero_grad(set_to_none=True)
     blocks = [(n, m) for n, m in model.named_modules() if type(m).__name__ == block]
@@ -239,7 +248,7 @@ def truth(model: nn.Module, input_shape: tuple[int, ...], block: str, seed: int 
                 out_shape=shapes[n][1],
                 params=sum(p.numel() for p in m.parameters()),
                 macs=sum(counts.get(f"{root}.{n}", {}).values()) // 2,
-                skips=structural_skips(m),
+                skips=skip_rule(m),
             )
             for n, m in blocks
         ],

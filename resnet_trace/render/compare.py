@@ -53,7 +53,9 @@ def comparison_doc(seed: Report, fixed: Report) -> dict:
     rows = []
     for name in names:
         a, b = s_rows.get(name), f_rows.get(name)
-        row = {"name": name, "kind": (a or b).kind, "seed": _side(a), "fixed": _side(b)}
+        either = a if a is not None else b
+        assert either is not None  # every name comes from one side or the other
+        row = {"name": name, "kind": either.kind, "seed": _side(a), "fixed": _side(b)}
         row["delta"] = (
             {"params": b.params - a.params, "macs": b.macs - a.macs}
             if a is not None and b is not None

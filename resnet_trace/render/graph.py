@@ -8,7 +8,7 @@ or ``identity``. Stages are subgraphs; edges carry the shapes that flow along th
 
 from __future__ import annotations
 
-from resnet_trace.records import Depth, Row, Trace, shape_text
+from resnet_trace.records import Depth, Row, Shape, Trace, shape_text
 
 
 def skip_label(trace: Trace, block: Row) -> str:
@@ -52,7 +52,7 @@ def _nid(name: str) -> str:
 def render_mermaid(trace: Trace) -> str:
     lines = ["flowchart TD", f'  input(["input {shape_text(trace.input_shape)}"])']
     prev = "input"
-    prev_shape = trace.input_shape
+    prev_shape: Shape | None = trace.input_shape
     stage = None
     edges: list[str] = []
     nodes_by_stage: list[tuple[str | None, list[str]]] = []
@@ -105,7 +105,8 @@ def render_dot(trace: Trace) -> str:
         '  edge [fontname="Helvetica", fontsize=10];',
         f"  input [shape=oval, label={_q('input ' + shape_text(trace.input_shape))}];",
     ]
-    prev, prev_shape = "input", trace.input_shape
+    prev = "input"
+    prev_shape: Shape | None = trace.input_shape
     edges: list[str] = []
     clusters: dict[str, list[str]] = {}
     for row in _chain(trace):

@@ -115,7 +115,7 @@ def trace_table(report: Report) -> Table:
         if layer:
             c = row.conv
             cells += [
-                row.module_type if is_layer else "",
+                (row.module_type or "") if is_layer else "",
                 f"{_pair(c.kernel)}/{_pair(c.stride)}/{_pair(c.padding)}" if c else "",
                 (shape_text(c.weight_shape) + (" +bias" if c.bias else "")) if c else "",
             ]
