@@ -16,8 +16,14 @@ are included, as a user sees them. The two commands of a pair alternate
 machine hits both; medians are compared. Wall time is measured around the child;
 peak memory is the child's own ``ru_maxrss`` from ``os.wait4``.
 
-Standard library only; installs nothing. The torchinfo row is skipped when
-``import torchinfo`` fails in the child environment.
+Like with like: the console script ends with ``os._exit`` (no interpreter teardown), so every
+baseline that imports torch ends with ``os._exit(0)`` too, torchinfo's included.
+``summary --model`` on the transformers ResNet-50 and ViT-B/16 loads a model file written to a
+temporary folder (the tool builds the model on ``meta``); torchinfo builds the same model on the
+CPU as a user would. Both children import transformers and build the model.
+
+Standard library only; installs nothing. A row is skipped when its baseline's imports
+(torchinfo, transformers) fail in the child environment.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -37,14 +44,23 @@ from dataclasses import asdict, dataclass, replace
 PY = sys.executable
 TOOL = (PY, "-m", "resnet_trace")
 
-# Children that build the seed's model themselves: the baselines the tool is held to.
-TORCHINFO_SCRIPT = """\
+# Children that build a model themselves: the baselines the tool is held to. The console script
+# ends with os._exit (no interpreter teardown, 0.35 s after ``import torch``), so every baseline
+# that imports torch ends the same way: like with like.
+EXIT = "import os; os._exit(0)\n"
+FLOOR_SCRIPT = "import torch, os; os._exit(0)"
+
+TORCHINFO_SCRIPT = (
+    """\
 import torchinfo
 from resnet_trace.model import ResNet
 torchinfo.summary(ResNet(64, 2), input_size=(1, 3, 224, 224), verbose=0)
 """
+    + EXIT
+)
 
-PLAIN_FORWARD_SCRIPT = """\
+BARE_FORWARD_SCRIPT = (
+    """\
 import torch
 from resnet_trace.model import ResNet
 torch.manual_seed(0)
@@ -52,14 +68,52 @@ m = ResNet(64, 2).eval()
 with torch.no_grad():
     m(torch.randn(8, 3, 224, 224))
 """
+    + EXIT
+)
+
+#: The transformers models for ``summary --model``: a file the tool loads (it builds them on ``meta``).
+HF_MODELS_FILE = """\
+from transformers import ResNetConfig, ResNetForImageClassification, ViTConfig, ViTForImageClassification
+
+
+def resnet50():
+    return ResNetForImageClassification(ResNetConfig())
+
+
+def vit_b16():
+    return ViTForImageClassification(ViTConfig())
+"""
+
+#: torchinfo on the same models, built on the CPU as a user would (default init included).
+HF_TORCHINFO_SCRIPT = """\
+import torchinfo
+import transformers as tf
+model = tf.{cls}(tf.{config}())
+torchinfo.summary(model, input_size=(1, 3, 224, 224), verbose=0)
+"""
+
+HF_DIR = os.path.join(tempfile.gettempdir(), f"resnet-trace-bench-{os.getpid()}")
+HF_FILE = os.path.join(HF_DIR, "hf_models.py")
+
+
+def _hf_pair(key: str, factory: str, cls: str, config: str) -> Pair:
+    return Pair(
+        key,
+        (*TOOL, "summary", "--model", f"{HF_FILE}:{factory}", "--input", "1x3x224x224", "--format", "json"),
+        (PY, "-c", HF_TORCHINFO_SCRIPT.format(cls=cls, config=config) + EXIT),
+        needs="torchinfo, transformers",
+    )
+
 
 #: 32 input sizes the seed's AvgPool2d(7, 1) head accepts (193 to 224).
 MANY_INPUTS = tuple(arg for side in range(193, 225) for arg in ("--input", f"1x3x{side}x{side}"))
 
+RUN = (*TOOL, "run", "--input", "8x3x224x224", "--format", "json")
+
 
 @dataclass(frozen=True)
 class Pair:
-    """Two commands measured alternately; ``needs`` is a module B's child must be able to import."""
+    """Two commands measured alternately; ``needs``: modules (comma-separated) both children import."""
 
     key: str
     a: tuple[str, ...]
@@ -80,7 +134,7 @@ class Target:
 
 PAIRS: tuple[Pair, ...] = (
     Pair("help", (*TOOL, "--help"), (PY, "-c", "import typer, rich")),
-    Pair("summary-vs-torch", (*TOOL, "summary", "--format", "json"), (PY, "-c", "import torch")),
+    Pair("summary-vs-floor", (*TOOL, "summary", "--format", "json"), (PY, "-c", FLOOR_SCRIPT)),
     Pair(
         "summary-vs-torchinfo",
         (*TOOL, "summary", "--format", "json"),
@@ -97,21 +151,23 @@ PAIRS: tuple[Pair, ...] = (
         (*TOOL, "summary", "--format", "json", *MANY_INPUTS),
         (*TOOL, "summary", "--format", "json"),
     ),
-    Pair(
-        "run-vs-plain",
-        (*TOOL, "run", "--input", "8x3x224x224", "--format", "json"),
-        (PY, "-c", PLAIN_FORWARD_SCRIPT),
-    ),
+    _hf_pair("hf-resnet50", "resnet50", "ResNetForImageClassification", "ResNetConfig"),
+    _hf_pair("hf-vit-b16", "vit_b16", "ViTForImageClassification", "ViTConfig"),
+    Pair("run-vs-bare", RUN, (PY, "-c", BARE_FORWARD_SCRIPT)),
+    Pair("run-layer", (*RUN, "--depth", "layer"), RUN),
 )
 
 TARGETS: tuple[Target, ...] = (
     Target("help", "--help / import typer, rich", "help", "wall_s", 2.0),
-    Target("summary-vs-torch", "summary / import torch", "summary-vs-torch", "wall_s", 1.3),
+    Target("summary-vs-floor", "summary / import torch + os._exit", "summary-vs-floor", "wall_s", 1.05),
     Target("summary-vs-torchinfo", "summary / torchinfo.summary", "summary-vs-torchinfo", "wall_s", 0.9),
     Target("summary-big-wall", "summary 512 x 1024 / default, wall", "summary-big", "wall_s", 1.2),
     Target("summary-big-memory", "summary 512 x 1024 / default, peak RSS", "summary-big", "peak_kib", 1.2),
     Target("summary-32-inputs", "summary 32 inputs / 1 input", "summary-32-inputs", "wall_s", 1.5),
-    Target("run-vs-plain", "run 8x3x224x224 / plain forward", "run-vs-plain", "wall_s", 1.15),
+    Target("hf-resnet50", "summary --model HF ResNet-50 / torchinfo", "hf-resnet50", "wall_s", 0.8),
+    Target("hf-vit-b16", "summary --model HF ViT-B/16 / torchinfo", "hf-vit-b16", "wall_s", 0.8),
+    Target("run-vs-bare", "run 8x3x224x224 / bare forward + os._exit", "run-vs-bare", "wall_s", 1.05),
+    Target("run-layer", "run --depth layer / run", "run-layer", "wall_s", 1.15),
 )
 
 #: ``--scaling``: (base_dim, batch) for summary, and the smaller grid a real forward can afford here.
@@ -444,6 +500,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.commands:
         print(render_commands(args.only))
         return 0
+    os.makedirs(HF_DIR, exist_ok=True)
+    with open(HF_FILE, "w", encoding="utf-8") as f:
+        f.write(HF_MODELS_FILE)
+    try:
+        return _main(args)
+    finally:
+        shutil.rmtree(HF_DIR, ignore_errors=True)
+
+
+def _main(args: argparse.Namespace) -> int:
     text = sys.stderr if args.json else sys.stdout
 
     def log(message: str) -> None:

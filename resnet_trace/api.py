@@ -26,6 +26,7 @@ from resnet_trace.records import (
     Comparison,
     Depth,
     Differences,
+    Kind,
     ModelInfo,
     ModuleTree,
     Report,
@@ -461,6 +462,8 @@ def summary_traces(
     block: str | None = None,
     skip: Sequence[str] | None = None,
     train: bool = False,
+    optimizer: str = "adam",
+    budget: int | str | None = None,
     command: str = "summary",
     dtype: str = "float32",
 ) -> list[Trace]:
@@ -482,6 +485,8 @@ def summary_traces(
     traces = [trace_shapes(target, s, command=command, train=train) for s in shapes]
     if model_ref is not None and any(t.error is not None for t in traces):
         traces = _cpu_fallback(traces, target, model_ref, base_dim, num_classes, model_args, command, train)
+    if train:
+        traces = [with_train(target, t, optimizer=optimizer, budget=budget) for t in traces]
     return traces
 
 
@@ -546,6 +551,8 @@ def run_traces(
     dtype: str = "float32",
     leaves: bool = False,
     progress: Callable[[int], None] | None = None,
+    backward: bool = False,
+    target_class: int = 0,
 ) -> list[Trace]:
     """``resnet-trace run``: a real forward per input, after a shape-only trace checks it fits in memory.
 
@@ -623,19 +630,20 @@ def run_traces(
             if x_file is not None
             else random_input(s, seed=seed, device=dev, dtype=torch_dtype)
         )
-        traces.append(
-            trace_run(
-                target,
-                x,
-                repeat=repeat,
-                top_k=top_k,
-                seed=seed if x_file is None else None,
-                weights=str(weights) if weights else None,
-                input_file=str(input_file) if input_file else None,
-                progress=progress,
-                leaves=leaves,
-            )
+        t = trace_run(
+            target,
+            x,
+            repeat=repeat,
+            top_k=top_k,
+            seed=seed if x_file is None else None,
+            weights=str(weights) if weights else None,
+            input_file=str(input_file) if input_file else None,
+            progress=progress,
+            leaves=leaves,
         )
+        if backward:
+            t = with_backward(meta_target, target, t, x, target_class=target_class)
+        traces.append(t)
     return traces
 
 
@@ -740,15 +748,44 @@ def compare(
     input_shape: Sequence[int] = (1, 3, 224, 224),
     head: str = "avgpool7",
     train: bool = False,
+    seed: int = 0,
+    target: int = 0,
 ) -> Comparison:
-    """The seed beside its fixed variant, block by block."""
+    """The seed beside its fixed variant, block by block.
+
+    ``train`` adds what a training step needs: per block the activations autograd saves (shape-only)
+    and, from a real forward and backward of each variant initialised under ``seed``, the gradient
+    norms against class ``target`` and the measured peak beside the predicted one.
+    """
     from resnet_trace.spec import check_shape, check_spec
 
     shape = check_shape(input_shape)
     reports = []
     for variant in ("seed", "fixed"):
         spec = check_spec(base_dim=base_dim, num_classes=num_classes, variant=variant, head=head)
-        reports.append(report(trace_shapes(build_target(spec), shape, train=train)))
+        shaped = trace_shapes(build_target(spec), shape, train=train)
+        if train and shaped.error is None:
+            (real,) = run_traces(
+                inputs=[shape],
+                base_dim=spec.base_dim,
+                num_classes=spec.num_classes,
+                variant=variant,
+                head=head,
+                seed=seed,
+                backward=True,
+                target_class=target,
+            )
+            saved = {r.name: (r.saved_bytes, r.out_bytes) for r in shaped.rows}
+            rows = tuple(
+                dataclasses.replace(
+                    r,
+                    saved_bytes=saved.get(r.name, (None, None))[0],
+                    out_bytes=saved.get(r.name, (None, None))[1],
+                )
+                for r in real.rows
+            )
+            shaped = dataclasses.replace(real, rows=rows, totals=shaped.totals)
+        reports.append(report(shaped))
     return Comparison(seed=reports[0], fixed=reports[1])
 
 
@@ -776,3 +813,103 @@ def tree(
     shape = tuple(input_shape) if input_shape else default_input(target)
     root, error = trace_tree(target, shape)
     return ModuleTree(root=root, input_shape=shape, error=error)
+
+
+# -- the training view -------------------------------------------------------------------------------
+def with_train(
+    target: Target, trace: Trace, *, optimizer: str = "adam", budget: int | str | None = None
+) -> Trace:
+    """``trace`` (made with ``train=True``) with the memory of one training step, and the batch that fits.
+
+    ``budget`` (bytes, or text like ``"24GiB"``) adds ``fit_batch``: the largest batch whose
+    ``peak_bytes`` fits, each candidate batch traced shape-only like this one.
+    """
+    from resnet_trace.training import parse_budget, train_info
+
+    opt = _optimizer(optimizer)
+    budget_bytes = parse_budget(budget) if isinstance(budget, str) else budget
+    if budget_bytes is not None:
+        from resnet_trace.spec import integer
+
+        integer("budget", budget_bytes, low=1)
+    cache: dict[int, int] = {}
+
+    def peak(n: int) -> int:
+        if n not in cache:
+            from resnet_trace.spec import check_shape
+
+            shape = check_shape((n, *trace.input_shape[1:]))
+            t = trace_shapes(target, shape, train=True)
+            if t.error is not None or t.totals.activations_bytes is None:
+                raise UsageError(
+                    f"batch {n} cannot be traced: {t.error.message if t.error else 'no activations'}"
+                )
+            cache[n] = train_info(
+                model=target.model, rows=t.rows, activations_bytes=t.totals.activations_bytes, optimizer=opt
+            ).peak_bytes
+        return cache[n]
+
+    if trace.error is not None or trace.totals.activations_bytes is None:
+        return trace
+    info = train_info(
+        model=target.model,
+        rows=trace.rows,
+        activations_bytes=trace.totals.activations_bytes,
+        optimizer=opt,
+        budget_bytes=budget_bytes,
+        peak_of_batch=peak if budget_bytes is not None else None,
+    )
+    return dataclasses.replace(trace, train=info)
+
+
+def _optimizer(name: str) -> Any:
+    from resnet_trace.spec import InvalidValue
+    from resnet_trace.training import Optimizer
+
+    try:
+        return Optimizer(name)
+    except ValueError:
+        choices = ", ".join(o.value for o in Optimizer)
+        raise InvalidValue("optimizer", f"optimizer must be one of {choices}, not {name!r}") from None
+
+
+def with_backward(
+    meta_target: Target, target: Target, trace: Trace, x: torch.Tensor, *, target_class: int
+) -> Trace:
+    """``trace`` (a real forward) with a real backward of cross-entropy against ``target_class``:
+    per block the gradient norms, and the measured peak beside the predicted one."""
+    from resnet_trace.recorder import keep_training_flags
+    from resnet_trace.training import Optimizer, backward_step, train_info, with_measurement
+
+    if trace.error is not None:
+        return trace
+    classes = trace.output_shape[-1] if trace.output_shape else None
+    if classes is not None and not 0 <= target_class < classes:
+        from resnet_trace.spec import InvalidValue
+
+        raise InvalidValue("target", f"target class must be in 0..{classes - 1}, not {target_class}")
+    predicted = trace_shapes(meta_target, trace.input_shape, train=True)
+    base = {r.name: r.name.rsplit(" (call ", 1)[0] if r.calls > 1 else r.name for r in trace.rows}
+    blocks = []
+    seen: set[str] = set()
+    for r in trace.rows:
+        name = base[r.name]
+        if r.kind is Kind.BLOCK and name not in seen:
+            seen.add(name)
+            blocks.append((name, target.model.get_submodule(name)))
+    with keep_training_flags(target.model):
+        step = backward_step(target.model, x, target=target_class, blocks=blocks)
+    rows = []
+    for r in trace.rows:
+        g = step.grad_norms.get((base[r.name], r.call))
+        pg = step.param_grad_norms.get(base[r.name])
+        rows.append(
+            r if g is None and pg is None else dataclasses.replace(r, grad_norm=g, param_grad_norm=pg)
+        )
+    info = train_info(
+        model=meta_target.model,
+        rows=predicted.rows,
+        activations_bytes=predicted.totals.activations_bytes or 0,
+        optimizer=Optimizer.SGD,
+    )
+    return dataclasses.replace(trace, rows=tuple(rows), train=with_measurement(info, step))

@@ -164,6 +164,36 @@ SvgOpt = Annotated[Path | None, typer.Option("--svg", help="Also save the table 
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks of internal errors.")]
 
 
+class OptimizerName(str, Enum):
+    sgd = "sgd"
+    momentum = "momentum"
+    adam = "adam"
+    adamw = "adamw"
+
+
+TrainOpt = Annotated[
+    bool,
+    typer.Option(
+        "--train",
+        help="Add the memory of one training step: activations autograd saves per row, and the predicted peak.",
+    ),
+]
+OptimizerOpt = Annotated[
+    OptimizerName,
+    typer.Option(
+        "--optimizer",
+        help="With --train: its state is 0x (sgd), 1x (momentum) or 2x (adam, adamw) the parameters.",
+    ),
+]
+BudgetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--budget",
+        help="With --train: a memory size (24GiB, 8e9); adds fit_batch, the largest batch that fits.",
+    ),
+]
+
+
 def _skip_names(skip: str | None) -> tuple[str, ...] | None:
     if skip is None:
         return None
@@ -307,6 +337,9 @@ def summary(
     block: BlockOpt = None,
     skip: SkipOpt = None,
     svg: SvgOpt = None,
+    train: TrainOpt = False,
+    optimizer: OptimizerOpt = OptimizerName.adam,
+    budget: BudgetOpt = None,
     debug: DebugOpt = False,
 ) -> int:
     """Shapes, params, MACs and skip paths per block, without weights or activations (meta device)."""
@@ -326,6 +359,9 @@ def summary(
         model_args=parse_model_args(model_arg),
         block=block,
         skip=_skip_names(skip),
+        train=train or budget is not None,
+        optimizer=optimizer.value,
+        budget=budget,
     )
     return _finish(traces, _reports(traces, depth, collapse, filter), format, output, svg)
 
@@ -369,6 +405,15 @@ def run(
     block: BlockOpt = None,
     skip: SkipOpt = None,
     svg: SvgOpt = None,
+    backward: Annotated[
+        bool,
+        typer.Option(
+            "--backward",
+            help="Also a real backward of cross-entropy against --target: gradient norms per block, "
+            "measured and predicted peak memory.",
+        ),
+    ] = False,
+    target: Annotated[int, typer.Option("--target", help="The class of the --backward loss.")] = 0,
     debug: DebugOpt = False,
 ) -> int:
     """A real forward (eval, no_grad) with per-block time and activation statistics, logits and top-k."""
@@ -404,6 +449,8 @@ def run(
             dtype=dtype.value,
             leaves=depth is Depth.LAYER,
             progress=advance,
+            backward=backward,
+            target_class=_bounded("--target", target, low=0),
         )
     return _finish(traces, _reports(traces, depth, collapse, filter), format, output, svg)
 
@@ -542,6 +589,18 @@ def compare(
     format: FormatOpt = Format.table,
     output: Output = None,
     svg: SvgOpt = None,
+    train: Annotated[
+        bool,
+        typer.Option(
+            "--train",
+            help="Add saved activations per block, and from a real forward and backward of each "
+            "variant the gradient norms and the measured peak.",
+        ),
+    ] = False,
+    seed: Annotated[
+        int, typer.Option("--seed", help="With --train: seeds both variants' initialisation.")
+    ] = 0,
+    target: Annotated[int, typer.Option("--target", help="With --train: the class of the loss.")] = 0,
     debug: DebugOpt = False,
 ) -> int:
     """The seed beside its fixed variant: per block skip path, params and MACs, and the difference."""
@@ -556,6 +615,9 @@ def compare(
         num_classes=positive("--num-classes", 2 if num_classes is None else num_classes),
         input_shape=shape,
         head=head.value,
+        train=train,
+        seed=_bounded("--seed", seed, low=0),
+        target=_bounded("--target", target, low=0),
     )
     color, width = _color(output)
     write_output(render_compare(result.seed, result.fixed, format.value, color=color, width=width), output)

@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 aten = torch.ops.aten
@@ -301,11 +303,25 @@ def _vector(t: Any, size: int, dtype: torch.dtype) -> bool:
     )
 
 
-def _dense_like(x: torch.Tensor) -> torch.Tensor | None:
-    """``empty_like(x)`` (which keeps x's layout) when that layout is contiguous or channels-last."""
-    if x.is_contiguous() or (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)):
-        return torch.empty_like(x)
-    return None
+def _dense(x: torch.Tensor) -> bool:
+    """x's elements fill its storage span exactly once, in some order of its dimensions."""
+    expected = 1
+    for stride, size in sorted((st, s) for s, st in zip(x.shape, x.stride()) if s != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _dense_like(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor | None:
+    """``empty_like(x)``: the same strides when x is non-overlapping and dense, as PyTorch keeps them.
+
+    None otherwise (the caller falls through). ``torch.empty_like`` itself runs a Python meta
+    kernel that imports sympy.
+    """
+    if x.numel() == 0 or not _dense(x):
+        return None
+    return torch.empty_strided(tuple(x.shape), x.stride(), dtype=dtype or x.dtype, device="meta")
 
 
 def _batch_norm(x, weight, bias, running_mean, running_var, n_out: int):  # type: ignore[no-untyped-def]
@@ -315,7 +331,9 @@ def _batch_norm(x, weight, bias, running_mean, running_var, n_out: int):  # type
     stats = _acc(x.dtype)
     if not all(_vector(t, channels, x.dtype) for t in (weight, bias)):
         return NotImplemented
-    if not all(_vector(t, channels, stats) or _vector(t, channels, x.dtype) for t in (running_mean, running_var)):
+    if not all(
+        _vector(t, channels, stats) or _vector(t, channels, x.dtype) for t in (running_mean, running_var)
+    ):
         return NotImplemented
     out = _dense_like(x)
     if out is None:
@@ -325,7 +343,7 @@ def _batch_norm(x, weight, bias, running_mean, running_var, n_out: int):  # type
         return (out, *saved)
     if running_mean is None or running_var is None:
         return NotImplemented
-    return (out, *saved, torch.empty_like(running_mean), torch.empty_like(running_var))
+    return (out, *saved, _empty(running_mean.shape, running_mean), _empty(running_var.shape, running_var))
 
 
 def _native_batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps):  # type: ignore[no-untyped-def]
@@ -391,7 +409,9 @@ def _scalar(x, other):  # type: ignore[no-untyped-def]
 
 
 def _bmm(a, b):  # type: ignore[no-untyped-def]
-    if not (isinstance(b, torch.Tensor) and b.is_meta and a.dim() == 3 and b.dim() == 3 and a.dtype == b.dtype):
+    if not (
+        isinstance(b, torch.Tensor) and b.is_meta and a.dim() == 3 and b.dim() == 3 and a.dtype == b.dtype
+    ):
         return NotImplemented
     if a.shape[0] != b.shape[0] or a.shape[2] != b.shape[1]:
         return NotImplemented  # let PyTorch word the mismatch
@@ -404,7 +424,7 @@ def _native_dropout(x, p, train):  # type: ignore[no-untyped-def]
     out = _dense_like(x)
     if out is None:
         return NotImplemented
-    return out, torch.empty_like(x, dtype=torch.bool)
+    return out, _dense_like(x, torch.bool)
 
 
 META_RULES: dict[Any, Callable[..., Any]] = {
@@ -438,3 +458,43 @@ META_RULES: dict[Any, Callable[..., Any]] = {
     aten.div.Scalar: _scalar,
     aten.native_dropout.default: _native_dropout,
 }
+
+
+class CpuAttentionOnMeta(TorchFunctionMode):
+    """On ``meta``, run ``scaled_dot_product_attention`` as the CPU would: its flash kernel.
+
+    On ``meta`` PyTorch picks the math backend, whose autograd saves the attention weights; the
+    CPU picks ``_scaled_dot_product_flash_attention_for_cpu``, which saves Q, K, V, the output and
+    the log-sum-exp. A shape-only ``--train`` trace must save what the CPU saves, so where the CPU
+    would take its flash kernel (4-D, one dtype, one head size, no grouped-query heads) this
+    calls it; the MACs are the same either way.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        if func is F.scaled_dot_product_attention and args and getattr(args[0], "is_meta", False):
+            out = _flash_for_cpu(*args, **kwargs)
+            if out is not NotImplemented:
+                return out
+        return func(*args, **kwargs)
+
+
+def _flash_for_cpu(  # type: ignore[no-untyped-def]
+    query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False
+):
+    qkv = (query, key, value)
+    if enable_gqa or any(t.dim() != 4 or t.dtype != query.dtype for t in qkv):
+        return NotImplemented
+    if (
+        len({int(t.shape[-1]) for t in qkv}) != 1
+        or query.shape[:2] != key.shape[:2]
+        or key.shape != value.shape
+    ):
+        return NotImplemented
+    if attn_mask is not None and (is_causal or attn_mask.dtype == torch.bool):
+        return NotImplemented
+    op = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if op is None:
+        return NotImplemented
+    out, _ = op(query, key, value, float(dropout_p), bool(is_causal), attn_mask=attn_mask, scale=scale)
+    return out

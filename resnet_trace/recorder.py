@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from resnet_trace.ops import ADDS, OpMode, tensors_in
+from resnet_trace.ops import ADDS, CpuAttentionOnMeta, OpMode, tensors_in
 from resnet_trace.records import Activation, Depth, Kind, Shape
 
 POOL_TYPES = (
@@ -131,6 +131,7 @@ class _Call:
     leaf: bool
     own_row: OpenRow | None = None  # the row collecting this call's own operations
     block: _BlockCtx | None = None
+    own_saved: dict[int, int] | None = None  # --train: saved while this call was innermost
 
 
 @dataclass
@@ -323,6 +324,8 @@ class Recorder:
                 row.out_bytes = nbytes(out)
             if self.stats and (row.depth is not Depth.LAYER or self.leaf_stats):
                 row.activation = activation_stats(out)
+        if call.own_row is not None and call.own_saved:
+            call.own_row.saved = {**(call.own_row.saved or {}), **call.own_saved}
         if call.block is not None:
             ctx = self._blocks.pop()
             for f in ctx.forks:
@@ -470,6 +473,11 @@ class Recorder:
                 if row.saved is None:
                     row.saved = {}
                 row.saved[key] = size
+            call = self.stack[-1] if self.stack else None
+            if call is not None and not (call.leaf and call.row is not None):
+                if call.own_saved is None:
+                    call.own_saved = {}
+                call.own_saved[key] = size  # the call's own operations (an own-row, if it gets one)
         return t
 
 
@@ -525,6 +533,7 @@ def hooked(
                 handles.append(module.register_forward_hook(recorder.post, with_kwargs=True))
             if ops:
                 stack.enter_context(_mha_fastpath_off())
+                stack.enter_context(CpuAttentionOnMeta())
                 stack.enter_context(OpMode(recorder, shortcuts=True))
             if train:
                 stack.enter_context(torch.autograd.graph.saved_tensors_hooks(recorder.pack, _unpack))

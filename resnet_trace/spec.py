@@ -154,6 +154,7 @@ LIMITS: dict[str, int] = {
     "top_k": MAX_NUM_CLASSES,
     "seed": 2**63 - 1,
     "target": MAX_NUM_CLASSES - 1,
+    "budget": 2**60,  # bytes
 }
 VARIANTS = ("seed", "fixed")
 HEADS = ("avgpool7", "adaptive")

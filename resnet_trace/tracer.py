@@ -133,19 +133,23 @@ def freeze_rows(
             p = p.parent
         return p
 
+    # A module called n > 1 times gets "NAME (call k/n)": across the trace at stage and block
+    # depth, and within its row at layer depth (a leaf called twice inside one block).
+    def scope(r: OpenRow) -> tuple:
+        return (r.name, r.own) if r.depth is not Depth.LAYER else (r.name, r.own, id(parent_of(r)))
+
     names: dict[int, str] = {}
-    totals_by_name: dict[str, int] = {}
+    counts: dict[tuple, int] = {}
     for r in kept:
-        if r.depth is not Depth.LAYER:
-            totals_by_name[r.name] = totals_by_name.get(r.name, 0) + 1
-    seen: dict[str, int] = {}
+        counts[scope(r)] = counts.get(scope(r), 0) + 1
+    seen: dict[tuple, int] = {}
     calls: dict[int, tuple[int, int]] = {}
     for r in kept:
-        n = totals_by_name.get(r.name, 1)
-        if r.depth is not Depth.LAYER and n > 1:
-            seen[r.name] = seen.get(r.name, 0) + 1
-            names[id(r)] = f"{r.name} (call {seen[r.name]}/{n})"
-            calls[id(r)] = (seen[r.name], n)
+        n = counts[scope(r)]
+        if n > 1:
+            seen[scope(r)] = seen.get(scope(r), 0) + 1
+            names[id(r)] = f"{r.name} (call {seen[scope(r)]}/{n})"
+            calls[id(r)] = (seen[scope(r)], n)
         else:
             names[id(r)] = r.name
     blocks_per_stage: dict[int, int] = {}
@@ -165,6 +169,8 @@ def freeze_rows(
             depth = Depth.STAGE  # a frame whose stage was dropped is a top-level row
         if r.depth is Depth.STAGE and r.kind is not Kind.STAGE and parent is not None:
             depth = Depth.BLOCK
+        if r.kind is Kind.BLOCK and (r.stage is None or id(r.stage) not in kept_ids) and parent is None:
+            depth = Depth.STAGE  # a block with no stage around it is a top-level row
         t = times.get(keys[id(r)]) if times is not None else (r.seconds() if timed else None)
         module = r.module
         skips = tuple(r.skips) if r.skips is not None else None

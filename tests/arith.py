@@ -87,3 +87,67 @@ def totals(base: int, classes: int, n: int, h: int = 224, w: int = 224, variant:
         "fc_params": fc_params,
         "fc_macs": fc_macs,
     }
+
+
+# -- the whole seed at block depth (shared by the feature tests) --------------------------------
+def final_map(size: int) -> int:
+    """Spatial size reaching the head: stem conv 7/2/3, maxpool 3/2/1, then three stride-2 1x1 convs."""
+    s = conv_out(conv_out(size, 7, 2, 3), 3, 2, 1)
+    for _ in range(3):  # the down blocks of layer_2, layer_3, layer_4
+        s = conv_out(s, 1, 2, 0)
+    return s
+
+
+def head_accepts(size: int) -> bool:
+    """AvgPool2d(7, 1) needs a map >= 7 and fc_layer needs 32*base features, i.e. a 1x1 pool output."""
+    return final_map(size) == 7
+
+
+def failing_module(h: int, w: int) -> str | None:
+    if head_accepts(h) and head_accepts(w):
+        return None
+    if final_map(h) < 7 or final_map(w) < 7:
+        return "avgpool"  # kernel larger than the map
+    return "fc_layer"  # pooled map larger than 1x1: too many features
+
+
+def expected_rows(base: int, n: int = 1, h: int = 224, w: int = 224, classes: int = 2) -> dict[str, dict]:
+    """name -> in/out shape (tuples), skip, params, params_unused, macs for the default (block) depth."""
+    tot = totals(base, classes, n, h, w)
+    bl = blocks(base, n, h, w)
+    stem_out = (n, base, bl[0].in_shape[2], bl[0].in_shape[3])
+    last = bl[-1].out_shape
+    rows = {
+        "layer_1": dict(
+            in_shape=(n, 3, h, w),
+            out_shape=stem_out,
+            skip=None,
+            params=tot["stem_params"],
+            params_unused=0,
+            macs=tot["stem_macs"],
+        ),
+    }
+    for b in bl:
+        rows[b.name] = dict(
+            in_shape=b.in_shape,
+            out_shape=b.out_shape,
+            skip=b.skip,
+            params=b.params,
+            params_unused=b.unused,
+            macs=b.macs,
+        )
+    pooled = (last[0], last[1], last[2] - 7 + 1, last[3] - 7 + 1)
+    rows["avgpool"] = dict(in_shape=last, out_shape=pooled, skip=None, params=0, params_unused=0, macs=0)
+    rows["fc_layer"] = dict(
+        in_shape=(n, base * 32),
+        out_shape=(n, classes),
+        skip=None,
+        params=tot["fc_params"],
+        params_unused=0,
+        macs=tot["fc_macs"],
+    )
+    return rows
+
+
+def x(shape) -> str:
+    return "x".join(str(d) for d in shape)

@@ -22,7 +22,7 @@ from resnet_trace.views import view
 
 
 def test_a_narrow_terminal_never_cuts_numbers():
-    t = trace()
+    t = trace().trace
     out = render_table([Report(t, tuple(view(t.rows)))], width=60)
     tot = arith.totals(64, 2, 1)
     for text in (f"{tot['stem_macs']:,}", "1x3x224x224", f"{tot['params']:,}", f"{tot['macs']:,}"):
@@ -112,8 +112,9 @@ def test_diff_tells_repeated_calls_apart_and_compares_conv_geometry(cli, tmp_pat
         str(a),
     )
     doc = json.loads(a.read_text())
-    relu_rows = [i for i, r in enumerate(doc["rows"]) if r["name"] == "body.0.relu"]
-    assert len(relu_rows) == 3  # one row per call of the same module
+    relu_rows = [i for i, r in enumerate(doc["rows"]) if r["name"].startswith("body.0.relu")]
+    # one row per call of the same module, numbered apart
+    assert [doc["rows"][i]["name"] for i in relu_rows] == [f"body.0.relu (call {k}/3)" for k in (1, 2, 3)]
     edited = json.loads(a.read_text())
     edited["rows"][relu_rows[1]]["out_shape"] = [1, 4, 9, 9]
     conv_row = next(i for i, r in enumerate(doc["rows"]) if r.get("conv"))
@@ -122,7 +123,7 @@ def test_diff_tells_repeated_calls_apart_and_compares_conv_geometry(cli, tmp_pat
     b.write_text(json.dumps(edited))
     diffs = cli("diff", str(a), str(b), "-f", "json", code=1)
     found = {(d["row"], d["field"]) for d in json.loads(diffs.stdout)["differences"]}
-    assert ("body.0.relu (call 2)", "out_shape") in found
+    assert ("body.0.relu (call 2/3)", "out_shape") in found
     assert (doc["rows"][conv_row]["name"], "conv") in found
     assert len(found) == 2
 

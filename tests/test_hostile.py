@@ -494,7 +494,8 @@ def test_o_that_names_no_file_is_refused(cli, tmp_path, kind):
     ],
 )
 def test_a_huge_number_is_one_usage_line(cli, args):
-    refused(cli("run", "--base-dim", "1", *args, code=None))
+    # --device meta: should a bound be missing, the command still ends at once instead of looping.
+    refused(cli("run", "--base-dim", "1", "--device", "meta", *args, code=None))
 
 
 HUGE = st.one_of(
@@ -502,16 +503,18 @@ HUGE = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 @given(seed=HUGE, repeat=HUGE, top_k=HUGE)
 def test_any_seed_repeat_and_top_k_end_in_a_documented_way(cli, seed, repeat, top_k):
-    # 1x3x32x32 stops at the seed's avgpool (exit 3): a real but tiny forward when the values are fine.
+    # --device meta and 1x3x32x32 (stops at the seed's avgpool, exit 3): never a long run.
     result = cli(
         "run",
         "--base-dim",
         "1",
         "--input",
         "1x3x32x32",
+        "--device",
+        "meta",
         "--seed",
         seed,
         "--repeat",
@@ -608,14 +611,14 @@ def _one_line(proc: subprocess.CompletedProcess) -> str:
 def test_closed_stdout_is_one_line_and_exit_2():
     proc = subprocess.run(
         [*tool(), "summary", "--base-dim", "4"],
-        stdout=None,
         stderr=subprocess.PIPE,
         text=True,
         timeout=120,
         preexec_fn=lambda: os.close(1),
     )
     assert proc.returncode == USAGE, proc.stderr
-    assert "stdout" in _one_line(proc)
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and "stdout" in lines[0] and "Traceback" not in proc.stderr
 
 
 @POSIX
@@ -666,8 +669,9 @@ def test_a_non_utf8_terminal_gets_an_ascii_table(env):
         env={**os.environ, **env},
     )
     assert proc.returncode == OK, proc.stderr
-    text = proc.stdout.decode("ascii")  # raises if a single byte is not ASCII
+    text = proc.stdout.decode(env.get("PYTHONIOENCODING") or "ascii")  # raises on a byte it cannot hold
     assert "Traceback" not in text and "?" not in text
+    assert not any("\u2500" <= ch <= "\u257f" for ch in text)  # no box drawing left
     assert "downsample v" in text and "---" in text  # the arrow and the rule, transliterated
     proc = subprocess.run(
         [*tool(), "summary", "--base-dim", "0"], capture_output=True, timeout=120, env={**os.environ, **env}

@@ -191,12 +191,12 @@ def test_block_given_by_name_agrees(case_id: str) -> None:
 @pytest.mark.parametrize("case_id", IDS)
 def test_rows_sum_to_totals_at_every_depth(case_id: str) -> None:
     t = traced(case_id, False)
-    block_rows = report(t, depth="block").rows
+    block_rows = report(t.trace, depth="block").rows
     assert not [r for r in block_rows if r.kind == "stage"]
     assert sum(r.macs for r in block_rows) == t.totals.macs
-    stage_rows = report(t, depth="stage").rows
+    stage_rows = report(t.trace, depth="stage").rows
     assert sum(r.macs for r in stage_rows) == t.totals.macs, [(r.name, r.macs) for r in stage_rows]
-    layer_rows = report(t, depth="layer").rows
+    layer_rows = report(t.trace, depth="layer").rows
     for b in blocks_of(block_rows):
         children = [r for r in layer_rows if r.depth == "layer" and r.parent == b.name]
         assert children, b.name
@@ -208,7 +208,7 @@ def test_layer_rows_match_flop_counter_per_leaf_module(case_id: str) -> None:
     """A leaf module's layer rows (all its calls) carry FlopCounterMode's count for it."""
     _, want, _ = corpus(case_id)
     got: dict[str, int] = {}
-    for r in report(traced(case_id, False), depth="layer").rows:
+    for r in report(traced(case_id, False).trace, depth="layer").rows:
         if r.depth == "layer" and base_name(r.name) in want.leaf_macs:
             got[base_name(r.name)] = got.get(base_name(r.name), 0) + r.macs
     assert got
@@ -218,7 +218,7 @@ def test_layer_rows_match_flop_counter_per_leaf_module(case_id: str) -> None:
 @pytest.mark.parametrize("case_id", ["vit", "vit-4ch-deep"])
 def test_module_called_twice_in_a_block_gets_numbered_layer_rows(case_id: str) -> None:
     """ViTLayer calls its one ``dropout`` twice: two rows, ``(call 1/2)`` and ``(call 2/2)``."""
-    rows = report(traced(case_id, False), depth="layer").rows
+    rows = report(traced(case_id, False).trace, depth="layer").rows
     keys = [(r.parent, r.name) for r in rows if r.depth == "layer"]
     assert len(keys) == len(set(keys)), sorted(k for k in keys if keys.count(k) > 1)[:4]
     dropout = [r.name for r in rows if r.parent == "vit.layers.0" and "dropout" in r.name]
@@ -255,17 +255,18 @@ class Recurrent(nn.Module):
 
 def test_block_called_three_times() -> None:
     model = Recurrent()
-    want = truth(model, (2, 3, 8, 8), "Refine", skip_rule=lambda m: ["identity"])  # FlopCounterMode sums the three calls
+    # FlopCounterMode sums the three calls under one module path
+    want = truth(model, (2, 3, 8, 8), "Refine", skip_rule=lambda m: ["identity"])
     t = trace(model=model, input_shape=(2, 3, 8, 8))
     assert t.model.block == "Refine"
     assert (t.totals.params, t.totals.params_unused, t.totals.macs) == (want.params, 0, want.macs)
-    blocks = blocks_of(report(t).rows)
+    blocks = blocks_of(t.rows)
     assert [r.name for r in blocks] == [f"refine (call {k}/3)" for k in (1, 2, 3)]
     assert [r.macs for r in blocks] == [want.blocks[0].macs // 3] * 3
     assert sum(r.macs for r in blocks) == want.blocks[0].macs
     assert [list(r.skips) for r in blocks] == [["identity"]] * 3
     for depth in ("stage", "block", "layer"):
-        rows = [r for r in report(t, depth=depth).rows if depth != "layer" or r.depth != "layer"]
+        rows = [r for r in report(t.trace, depth=depth).rows if depth != "layer" or r.depth != "layer"]
         assert sum(r.macs for r in rows) == want.macs, (depth, [(r.name, r.macs) for r in rows])
 
 
@@ -476,7 +477,9 @@ def test_seed_unchanged(cli) -> None:
     assert [r["skips"] for r in blocks] == [
         ["downsample"] if r["name"] in down else ["dim_equalizer"] for r in blocks
     ]
-    assert [r["skip"] for r in blocks] == ["downsample" if r["name"] in down else "dim_equalizer" for r in blocks]
+    assert [r["skip"] for r in blocks] == [
+        "downsample" if r["name"] in down else "dim_equalizer" for r in blocks
+    ]
     assert sum(r["macs"] for r in doc["rows"]) == 5_368_434_688
 
 

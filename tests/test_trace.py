@@ -97,7 +97,7 @@ def test_run_gives_the_same_rows_as_summary_on_real_tensors():
         ]  # noqa: E731
 
     assert strip(meta) == strip(real)
-    assert real.device == "cpu" and meta.device == "meta"
+    assert real.trace.device == "cpu" and meta.trace.device == "meta"
     assert real.totals == meta.totals
 
 

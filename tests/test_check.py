@@ -1,0 +1,124 @@
+"""check: a golden trace re-traced and compared field by field.
+
+Expected numbers come from tests/arith.py (layer arithmetic typed by hand), never from the tool."""
+
+from __future__ import annotations
+
+import json
+
+import arith
+import pytest
+from arith import expected_rows, x
+
+
+# -- 4. check ----------------------------------------------------------------------------------
+def _diffs(cli, *args, code):
+    result = cli("check", *args, "--format", "json", code=code)
+    doc = json.loads(result.stdout)
+    assert doc["equal"] is (code == 0)
+    return doc["differences"]
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        (),
+        ("--base-dim", "8", "--num-classes", "3", "--input", "2x3x200x210"),
+        ("--variant", "fixed"),
+        ("--input", "1x3x224x224", "--input", "2x3x200x200", "--input", "1x3x190x224"),
+        ("--depth", "layer", "--base-dim", "4"),
+        ("--collapse",),
+    ],
+    ids=["default", "base8", "fixed", "multi", "layer", "collapse"],
+)
+def test_check_passes_on_its_own_saved_output(cli, tmp_path, config):
+    golden = tmp_path / "golden.json"
+    failing = "1x3x190x224" in config
+    cli("summary", *config, "--format", "json", "-o", golden, code=3 if failing else 0)
+    result = cli("check", golden)
+    assert result.stdout.strip()
+    assert _diffs(cli, golden, code=0) == []
+
+
+def test_check_passes_on_a_jsonl_golden_and_a_run_golden(cli, tmp_path):
+    jl = tmp_path / "g.jsonl"
+    cli("summary", "-i", "1x3x224x224", "-i", "1x3x200x224", "--format", "jsonl", "-o", jl)
+    assert _diffs(cli, jl, code=0) == []
+    run = tmp_path / "run.json"
+    cli("run", "--base-dim", "4", "--format", "json", "-o", run)
+    assert _diffs(cli, run, code=0) == []
+
+
+def test_check_fails_when_one_recorded_shape_is_edited(cli, tmp_path):
+    golden = tmp_path / "golden.json"
+    cli("summary", "--format", "json", "-o", golden)
+    doc = json.loads(golden.read_text())
+    assert doc["rows"][5]["name"] == "layer_3.1"
+    doc["rows"][5]["out_shape"] = [1, 999, 28, 28]
+    golden.write_text(json.dumps(doc))
+    real = expected_rows(64)["layer_3.1"]["out_shape"]
+    assert _diffs(cli, golden, code=1) == [
+        {"row": "layer_3.1", "field": "out_shape", "expected": [1, 999, 28, 28], "got": list(real)}
+    ]
+    result = cli("check", golden, code=1)
+    assert "layer_3.1" in result.stdout and "out_shape" in result.stdout
+    assert "1x999x28x28" in result.stdout and x(real) in result.stdout
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_check_names_the_input_of_a_multi_input_golden(cli, tmp_path):
+    golden = tmp_path / "golden.json"
+    cli("summary", "-i", "1x3x224x224", "-i", "2x3x200x200", "--format", "json", "-o", golden)
+    docs = json.loads(golden.read_text())
+    docs[1]["rows"][5]["params"] += 1
+    golden.write_text(json.dumps(docs))
+    (d,) = _diffs(cli, golden, code=1)
+    params = arith.blocks(64, 2, 200, 200)[4].params  # layer_3.1
+    assert "layer_3.1" in d["row"] and "2x3x200x200" in d["row"]
+    assert (d["field"], d["expected"], d["got"]) == ("params", params + 1, params)
+
+
+def test_check_flags_override_the_recorded_configuration(cli, tmp_path):
+    golden = tmp_path / "golden.json"
+    cli("summary", "--base-dim", "8", "--num-classes", "3", "-i", "2x3x200x210", "-f", "json", "-o", golden)
+    diffs = _diffs(cli, golden, "--base-dim", "16", code=1)
+    by = {(d["row"], d["field"]): d for d in diffs}
+    b8, b16 = arith.blocks(8, 2, 200, 210), arith.blocks(16, 2, 200, 210)
+    for e, g in zip(b8, b16):
+        assert (by[(e.name, "params")]["expected"], by[(e.name, "params")]["got"]) == (e.params, g.params)
+    t8, t16 = arith.totals(8, 3, 2, 200, 210), arith.totals(16, 3, 2, 200, 210)
+    assert by[("(totals)", "params")]["expected"] == t8["params"]
+    assert by[("(totals)", "params")]["got"] == t16["params"]
+    # The same override with the recorded value changes nothing.
+    assert _diffs(cli, golden, "--base-dim", "8", code=0) == []
+
+
+def test_check_input_override_retraces_another_shape(cli, tmp_path):
+    golden = tmp_path / "golden.json"
+    cli("summary", "--format", "json", "-o", golden)
+    by = {(d["row"], d["field"]): d for d in _diffs(cli, golden, "-i", "1x3x200x200", code=1)}
+    assert (by[("(trace)", "input_shape")]["expected"], by[("(trace)", "input_shape")]["got"]) == (
+        [1, 3, 224, 224],
+        [1, 3, 200, 200],
+    )
+    macs = (arith.totals(64, 2, 1)["macs"], arith.totals(64, 2, 1, 200, 200)["macs"])
+    assert (by[("(totals)", "macs")]["expected"], by[("(totals)", "macs")]["got"]) == macs
+    assert ("(totals)", "params") not in by  # the same model
+
+
+def test_check_variant_override_reports_the_skip_paths(cli, tmp_path):
+    golden = tmp_path / "fixed.json"
+    cli("summary", "--variant", "fixed", "-f", "json", "-o", golden)
+    diffs = _diffs(cli, golden, "--variant", "seed", code=1)
+    skips = {d["row"]: (d["expected"], d["got"]) for d in diffs if d["field"] == "skip"}
+    fixed, seed = arith.blocks(64, 1, 224, 224, "fixed"), arith.blocks(64, 1, 224, 224)
+    assert skips == {f.name: (f.skip, s.skip) for f, s in zip(fixed, seed) if f.skip != s.skip}
+    assert skips  # the fixed variant drops equal-shape equalizers
+
+
+def test_check_rejects_bad_golden_files(cli, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("not json\n")
+    for path in (bad, tmp_path / "missing.json"):
+        result = cli("check", path, code=2)
+        assert len(result.stderr.strip().splitlines()) == 1
