@@ -138,3 +138,16 @@ def render_json(reports: Sequence[Report]) -> str:
 def render_jsonl(reports: Sequence[Report]) -> str:
     """One compact document per line, always."""
     return "".join(dumps(trace_dict(r), indent=None) for r in reports)
+
+
+def model_title(t: Trace) -> str:
+    """``ResNet(base_dim=64, num_classes=2)`` for the seed; for a ``--model``, the class built, its
+    parameters and the arguments it was given: ``ViTForImageClassification (86,567,656 params)
+    from vit.py:build(layers=2)``."""
+    m = t.model
+    if m.source == "builtin":
+        return f"ResNet(base_dim={m.base_dim}, num_classes={m.num_classes})"
+    args = ", ".join(f"{k}={v}" for k, v in m.args)
+    params = f" ({m.model_params:,} params)" if m.model_params is not None else ""
+    built = f"{m.model_class}{params}" if m.model_class else m.source
+    return f"{built} from {m.source}({args})" if m.source != "python" else built

@@ -15,21 +15,20 @@ from rich.text import Text
 from resnet_trace.memory import human
 from resnet_trace.records import Report, Row, Trace, TrainInfo, shape_text
 from resnet_trace.render.bars import decades_below, log_bars
+from resnet_trace.render.data import model_title
 
 SPARK = "▁▂▃▄▅▆▇█"
 
 
 def _title(t: Trace) -> str:
     m = t.model
-    what = "ResNet" if m.source == "builtin" else m.source
-    config = f"{what}(base_dim={m.base_dim}, num_classes={m.num_classes})"
     extras = []
-    if m.variant != "seed":
+    if m.variant not in ("seed", "custom"):
         extras.append(f"variant {m.variant}")
-    if m.head != "avgpool7":
+    if m.head not in ("avgpool7", "custom"):
         extras.append(f"head {m.head}")
     extra = (" · " + " · ".join(extras)) if extras else ""
-    return f"{t.command} · {config}{extra} · input {shape_text(t.input_shape)} · {t.device} {t.dtype}"
+    return f"{t.command} · {model_title(t)}{extra} · input {shape_text(t.input_shape)} · {t.device} {t.dtype}"
 
 
 def _spark(rows: Sequence[Row]) -> dict[int, str]:

@@ -7,6 +7,7 @@ import io
 from collections.abc import Sequence
 
 from resnet_trace.records import Report, Row, shape_text
+from resnet_trace.render.data import model_title
 
 CSV_COLUMNS = (
     "input",
@@ -110,7 +111,7 @@ def render_markdown(reports: Sequence[Report]) -> str:
     for report in reports:
         t = report.trace
         run = t.command == "run"
-        out.append(f"### {t.command} · base_dim {t.model.base_dim} · input {shape_text(t.input_shape)}")
+        out.append(f"### {t.command} · {model_title(t)} · input {shape_text(t.input_shape)}")
         out.append("")
         header = ["#", "name", "kind", "depth", "parent", "input", "output", "skip", "params", "MACs"]
         if report.depth.value == "stage":
