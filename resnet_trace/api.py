@@ -375,11 +375,11 @@ def trace(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, not {type(model).__name__}")
     target = model_target(model, block=block)
-    shape = shape or default_input(target)
-    target = ensure_blocks(target, shape)
+    used: Shape = shape if shape is not None else default_input(target)
+    target = ensure_blocks(target, used)
     if not real:
-        return report(trace_shapes(target, shape), depth=depth, collapse=collapse, filter=filter)
-    x = random_input(shape, seed=seed, device=str(_param_device(model)), dtype=_param_dtype(model))
+        return report(trace_shapes(target, used), depth=depth, collapse=collapse, filter=filter)
+    x = random_input(used, seed=seed, device=str(_param_device(model)), dtype=_param_dtype(model))
     t = trace_run(target, x, seed=seed, repeat=repeat, top_k=top_k, leaves=Depth(depth) is Depth.LAYER)
     return report(t, depth=depth, collapse=collapse, filter=filter)
 

@@ -159,6 +159,7 @@ class OneLineErrors(TyperGroup):
         prog_name: Any = None,
         complete_var: Any = None,
         standalone_mode: bool = True,
+        windows_expand_args: bool = True,
         **extra: Any,
     ) -> Any:  # noqa: D102
         global _lost_lines
@@ -172,6 +173,7 @@ class OneLineErrors(TyperGroup):
                 prog_name=prog_name or "resnet-trace",
                 complete_var=complete_var,
                 standalone_mode=False,
+                windows_expand_args=windows_expand_args,
                 **extra,
             )
             code = rv if isinstance(rv, int) else 0

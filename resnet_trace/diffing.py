@@ -92,7 +92,7 @@ def load_documents(path: Path) -> list[dict]:
     ``jsonschema`` is installed, and always by the checks of what ``check`` and ``diff`` read.
     """
     data = _parse(_read_text(path), path)
-    docs = data if isinstance(data, list) else [data]
+    docs: list = data if isinstance(data, list) else [data]
     if not docs:
         raise UsageError(f"{str(path)!r} holds no trace")
     for i, doc in enumerate(docs):

@@ -16,8 +16,8 @@ import warnings
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from io import BufferedReader
 from pathlib import Path
-from typing import BinaryIO
 
 import torch
 
@@ -62,7 +62,7 @@ def checked_file(path: Path, what: str) -> tuple[Path, os.stat_result]:
 
 
 @contextmanager
-def open_checked(path: Path, what: str) -> Iterator[tuple[BinaryIO, os.stat_result]]:
+def open_checked(path: Path, what: str) -> Iterator[tuple[BufferedReader, os.stat_result]]:
     """Open a checked regular file without blocking, and make sure it is still the file checked."""
     real, st = checked_file(path, what)
     try:
@@ -168,8 +168,18 @@ def safe_torch_load(path: Path, what: str) -> object:
         raise UsageError(f"{name} is not a readable torch file: {first[:200]}") from None
 
 
-_READABLE = (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.uint8, torch.int8)
-_READABLE += (torch.int16, torch.int32, torch.int64, torch.bool)
+_READABLE = (
+    torch.float32,
+    torch.float64,
+    torch.float16,
+    torch.bfloat16,
+    torch.uint8,
+    torch.int8,
+    torch.int16,
+    torch.int32,
+    torch.int64,
+    torch.bool,
+)
 
 
 def tensor_problem(t: torch.Tensor) -> str | None:

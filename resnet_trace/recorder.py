@@ -67,7 +67,11 @@ def nbytes(value: object) -> int:
 
 
 def activation_stats(out: object) -> Activation | None:
-    """Mean, std (unbiased, as ``Tensor.std``), min, max and fraction of zeros: three passes."""
+    """Mean, std (unbiased, as ``Tensor.std``), min, max and fraction of zeros of the first output tensor.
+
+    Two-pass mean and variance from ``sum`` and ``dot`` (vectorised reductions, several times
+    faster than ``torch.std_mean`` on the CPU), ``aminmax`` and ``count_nonzero``.
+    """
     t = next(tensors_in(out), None)
     if t is None or t.is_meta or t.numel() == 0 or t.is_complex():
         return None
@@ -75,16 +79,16 @@ def activation_stats(out: object) -> Activation | None:
         t = t.detach()
         if t.dtype not in (torch.float32, torch.float64):
             t = t.float()
-        std, mean = torch.std_mean(t) if t.numel() > 1 else (torch.zeros(()), t.reshape(()))
-        low, high = torch.aminmax(t)
-        zeros = t.numel() - torch.count_nonzero(t)
-        values = torch.stack([mean, std, low, high]).tolist()
+        flat = t.reshape(-1)
+        n = flat.numel()
+        mean = flat.sum() / n
+        centred = flat - mean
+        var = torch.dot(centred, centred) / (n - 1) if n > 1 else torch.zeros((), dtype=t.dtype)
+        low, high = torch.aminmax(flat)
+        zeros = n - torch.count_nonzero(flat)
+        values = torch.stack([mean, var.sqrt(), low, high]).tolist()
         return Activation(
-            mean=values[0],
-            std=values[1],
-            min=values[2],
-            max=values[3],
-            zero_fraction=zeros.item() / t.numel(),
+            mean=values[0], std=values[1], min=values[2], max=values[3], zero_fraction=zeros.item() / n
         )
 
 
@@ -180,13 +184,7 @@ class Recorder:
     _blocks: list[_BlockCtx] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        for name, module in self.model.named_modules(remove_duplicate=False):
-            self.names.setdefault(id(module), []).append(name)
-        for module in self.model.modules():
-            if isinstance(module, self.block_types):
-                for sub in self.model.modules():
-                    if sub is not module and any(s is module for s in sub.modules()):
-                        self.structural.add(id(sub))
+        self.names, self.structural = _structure(self.model, self.block_types)
         for p in self.model.parameters():
             self.params[id(p)] = p
             self.param_storages.add(_storage_key(p))
@@ -323,7 +321,8 @@ class Recorder:
             if self.train:
                 row.out_bytes = nbytes(out)
             if self.stats and (row.depth is not Depth.LAYER or self.leaf_stats):
-                row.activation = activation_stats(out)
+                with _no_modes():  # our own arithmetic is not the model's: unobserved, at full speed
+                    row.activation = activation_stats(out)
         if call.own_row is not None and call.own_saved:
             call.own_row.saved = {**(call.own_row.saved or {}), **call.own_saved}
         if call.block is not None:
@@ -481,6 +480,41 @@ class Recorder:
         return t
 
 
+_STRUCTURE: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, dict[int, list[str]], set[int]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _structure(
+    model: nn.Module, block_types: tuple[type[nn.Module], ...]
+) -> tuple[dict[int, list[str]], set[int]]:
+    """Every module's names (a shared module has several) and the modules holding a block.
+
+    Computed once per model and block classes (a sweep traces the same model many times);
+    recomputed when the module tree changed.
+    """
+    pairs = list(model.named_modules(remove_duplicate=False))
+    key = (block_types, tuple((n, id(m)) for n, m in pairs))
+    cached = _STRUCTURE.get(model)
+    if cached is not None and cached[0] == key:
+        return cached[1], cached[2]
+    names: dict[int, list[str]] = {}
+    by_name: dict[str, nn.Module] = {}
+    for name, module in pairs:
+        names.setdefault(id(module), []).append(name)
+        by_name[name] = module
+    structural: set[int] = set()
+    for name, module in pairs:
+        if block_types and isinstance(module, block_types):
+            parts = name.split(".") if name else []
+            for i in range(len(parts)):
+                holder = by_name.get(".".join(parts[:i]))
+                if holder is not None and holder is not module:
+                    structural.add(id(holder))
+    _STRUCTURE[model] = (key, names, structural)
+    return names, structural
+
+
 def _storage_key(t: torch.Tensor) -> int:
     storage = t.untyped_storage()
     return int(storage._cdata) if t.is_meta else int(storage.data_ptr()) or int(storage._cdata)
@@ -541,6 +575,12 @@ def hooked(
         finally:
             for handle in handles:
                 handle.remove()
+
+
+def _no_modes() -> contextlib.AbstractContextManager[object]:
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    return _disable_current_modes()
 
 
 def _unpack(t: torch.Tensor) -> torch.Tensor:

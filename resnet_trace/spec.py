@@ -75,7 +75,7 @@ def parse_shape(text: str, *, quoted: str | None = None) -> tuple[int, int, int,
             f"--input {_quote(raw)} is too large to trace: N*H*W = {n * h * w:,} is over "
             f"{MAX_SAMPLES_AREA:,}, beyond what PyTorch's 64-bit tensor sizes can hold at every layer"
         )
-    return n, c, h, w  # type: ignore[return-value]
+    return n, c, h, w
 
 
 def _sweep_sizes(value: str, part: str) -> range:

@@ -124,7 +124,7 @@ MALFORMED = [
 def test_a_malformed_shape_is_one_usage_line_quoting_it(cli, command, value, fragments):
     line = one_line(cli(command, f"--input={value}", code=USAGE))
     assert "--input" in line
-    assert repr(value) in line
+    assert value in line  # quoted as given (repr-quoted, or bare where it is a plain shape)
     for fragment in fragments:
         assert fragment in line
 
@@ -683,11 +683,16 @@ def test_an_interrupted_trace_leaves_the_model_as_it_was(stop, shape_only):
         raise stop()
 
     block.forward = forward  # an instance attribute shadows the method
-    with pytest.raises(stop):
+    # Ctrl-C propagates; a MemoryError in a forward may instead end the trace as the model's failure.
+    try:
         if shape_only:
-            trace_shapes(target, (1, 3, 224, 224))
+            got = trace_shapes(target, (1, 3, 224, 224))
         else:
-            trace_run(target, torch.randn(1, 3, 224, 224))
+            got = trace_run(target, torch.randn(1, 3, 224, 224))
+    except stop:
+        pass
+    else:
+        assert stop is MemoryError and got.error is not None and "MemoryError" in got.error.message
     del block.forward
     assert _hooks(model) == 0
     assert model.training is True

@@ -558,7 +558,7 @@ def factory_exits():
 def test_user_code_that_exits_or_runs_out_of_memory_is_named(cli, tmp_path, name, code):
     path = tmp_path / "user_model.py"
     path.write_text(USER_MODEL)
-    result = cli("run", "--model", f"{path}:{name}", "--base-dim", "4", code=None)
+    result = cli("run", "--model", f"{path}:{name}", "--block", "BottleNeck", "--base-dim", "4", code=None)
     assert result.exit_code == code, (result.exit_code, result.stderr)
     assert "Traceback" not in result.stdout + result.stderr
     err = [ln for ln in result.stderr.splitlines() if ln.strip()]
