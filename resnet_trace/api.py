@@ -568,7 +568,7 @@ def run_traces(
         raise UsageError("give --input or --input-file, not both")
     dev = resolve_device(device)
     torch_dtype = DTYPES[dtype]
-    meta_target = make_target(
+    choice: dict[str, Any] = dict(
         model_ref=model_ref,
         base_dim=base_dim,
         num_classes=num_classes,
@@ -578,6 +578,7 @@ def run_traces(
         block=block,
         skip=skip,
     )
+    meta_target = make_target(**choice)
     x_file = None
     if input_file is not None:
         x_file = load_input(Path(input_file))
@@ -609,18 +610,7 @@ def run_traces(
         load_weights(Path(weights), target.model, spec)
         target.model.to(device=dev, dtype=torch_dtype)
     else:
-        target = make_target(
-            model_ref=model_ref,
-            base_dim=base_dim,
-            num_classes=num_classes,
-            variant=variant,
-            head=head,
-            model_args=model_args,
-            block=block,
-            skip=skip,
-            device=dev,
-            init_seed=seed,
-        )
+        target = make_target(**choice, device=dev, init_seed=seed)
         target = dataclasses.replace(target, block_types=meta_target.block_types, info=meta_target.info)
         target.model.to(dtype=torch_dtype)
     traces = []

@@ -25,7 +25,7 @@ import math
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from resnet_trace.errors import UsageError
+from resnet_trace.ops import tensors_in
 from resnet_trace.records import Row, TrainInfo
 
 #: The backward's transient, in units of the largest output of any call (docs/training.md, measured).
@@ -221,26 +222,13 @@ class BackwardStep:
     seconds: float
 
 
-def _tensors(value: object) -> Iterator[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif isinstance(value, (tuple, list)):
-        for v in value:
-            yield from _tensors(v)
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _tensors(v)
-    elif hasattr(value, "to_tuple"):  # a transformers ModelOutput
-        yield from _tensors(value.to_tuple())
-
-
 def _logits(out: object) -> torch.Tensor:
     if isinstance(out, torch.Tensor):
         return out
     logits = getattr(out, "logits", None)
     if isinstance(logits, torch.Tensor):
         return logits
-    first = next(_tensors(out), None)
+    first = next(tensors_in(out), None)
     if first is None:
         raise UsageError("the model's output holds no tensor to take a cross-entropy loss of")
     return first
@@ -345,7 +333,7 @@ def backward_step(
             key = (name, calls[name])
             squares.setdefault(key, 0.0)
             seen: set[int] = set()
-            for t in _tensors(out):
+            for t in tensors_in(out):
                 if t.requires_grad and t.is_floating_point() and id(t) not in seen:
                     seen.add(id(t))
 

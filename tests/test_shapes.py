@@ -1,4 +1,4 @@
-"""The shape-only fast path (ShapeMode on meta) agrees with real CPU forwards, failures included."""
+"""The shape-only fast path (the meta shortcuts of resnet_trace.ops) agrees with real CPU forwards, failures included."""
 
 from __future__ import annotations
 
