@@ -163,12 +163,17 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def check_channels(target: Target, shape: Shape) -> None:
+def check_channels(target: Target, shape: Shape, *, what: str | None = None) -> None:
     """The seed's stem takes 3 channels: say so before tracing; other models say it themselves."""
     if target.info.source == "builtin" and target.channels is not None and len(shape) > 1:
         if shape[1] != target.channels:
             n, c, *rest = shape
             fixed = "x".join(str(d) for d in (n, target.channels, *rest))
+            if what is not None:
+                raise UsageError(
+                    f"{what} holds a {'x'.join(map(str, shape))} tensor with {c} channel"
+                    f"{'s' if c != 1 else ''}; the seed's stem takes {target.channels} (expected {fixed})"
+                )
             raise UsageError(
                 f"--input {'x'.join(map(str, shape))} has {c} channel{'s' if c != 1 else ''}; the seed's "
                 f"stem takes {target.channels} (try {fixed})"
@@ -581,7 +586,25 @@ def run_traces(
     meta_target = make_target(**choice)
     x_file = None
     if input_file is not None:
-        x_file = load_input(Path(input_file))
+        room = device_memory(dev) if dev != "meta" else None
+        what = f"--input-file {str(input_file)!r}"
+
+        def fits(shape: tuple[int, ...]) -> None:
+            """Checked from the file's header, before any data is copied: channels, then memory."""
+            check_channels(meta_target, shape, what=what)
+            if dev != "meta":
+                found = ensure_blocks(meta_target, shape)
+                try:
+                    guard(
+                        trace_shapes(found, shape),
+                        torch_dtype.itemsize,
+                        available=room,
+                        where="memory" if dev == "cpu" else f"{dev} memory",
+                    )
+                except UsageError as exc:
+                    raise UsageError(f"{what} was not read: {exc}") from None
+
+        x_file = load_input(Path(input_file), channels=meta_target.channels, check_shape=fits)
         shapes: list[Shape] = [tuple(int(d) for d in x_file.shape)]
     else:
         shapes = list(inputs) if inputs else [default_input(meta_target)]

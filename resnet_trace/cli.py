@@ -376,7 +376,8 @@ def run(
         Path | None,
         typer.Option(
             "--input-file",
-            help="A .pt tensor (weights-only), a .npy array (no pickles) or a .png image (scaled to 0-1).",
+            help="A .pt tensor (weights-only), a .npy array (no pickles) or an image "
+            "(.png/.jpg/.webp/.bmp, scaled to 0-1; needs the images extra: pip install 'resnet-trace[images]').",
         ),
     ] = None,
     weights: Annotated[

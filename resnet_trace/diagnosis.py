@@ -20,6 +20,10 @@ def diagnose(
     name, in_shape, module = failure or ("", None, None)
     label = name or type(target.model).__name__
     raw = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, SystemExit):
+        raw = f"the model's code called sys.exit({exc.code!r})"
+    elif not isinstance(exc, (RuntimeError, ValueError, IndexError, TypeError)):
+        raw = f"{type(exc).__name__}: {raw}" if raw != type(exc).__name__ else raw
     hint = (target.advice(module, in_shape) if target.advice and module is not None else None) or GENERIC_HINT
     message = f"{label} ({type(module).__name__ if module is not None else 'forward'}): {raw}"
     if isinstance(module, (nn.AvgPool2d, nn.MaxPool2d)) and in_shape and len(in_shape) == 4:

@@ -297,18 +297,18 @@ def _npy(path: Path, check_shape: Callable[[tuple[int, ...]], object] | None) ->
         if dtype.kind not in "biuf":
             raise UsageError(f"{name} holds {dtype} data, not numbers")
         x_shape = _input_shape(shape, name)
-        if check_shape is not None:
-            check_shape(x_shape)
         count = 1
         for d in shape:
             count *= d
         nbytes = count * dtype.itemsize
         left = st.st_size - fh.tell()
-        if nbytes > left:
+        if nbytes > left:  # a header that lies about the file is refused before any other question
             raise UsageError(
                 f"{name} was refused: its header declares {_shape(shape)} {dtype} ({human(nbytes)}), "
                 f"but the file holds {human(max(left, 0))} of data"
             )
+        if check_shape is not None:
+            check_shape(x_shape)
         check_read(nbytes + 4 * count, f"{name} ({_shape(shape)} {dtype})")
         data = bytearray(nbytes)  # writable, so that torch may share it without a warning
         try:
