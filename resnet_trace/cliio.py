@@ -27,16 +27,17 @@ from typer.core import TyperGroup
 from resnet_trace.errors import ExitCode, TraceToolError, UsageError
 
 
-def _click_classes() -> tuple[type, ...]:
+def _click_classes() -> tuple[Any, Any]:
     """Typer's Click exception classes: its bundled copy (typer >= 0.2x) or the click package."""
     base = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
-    return base, sys.modules[base.__module__]  # type: ignore[return-value]
+    return base, sys.modules[base.__module__]
 
 
 _ClickException, _click_exc = _click_classes()
-_EXIT = tuple({typer.Exit, getattr(_click_exc, "Exit", typer.Exit)})
-_ABORT = tuple({typer.Abort, getattr(_click_exc, "Abort", typer.Abort)})
-_NO_ARGS = getattr(_click_exc, "NoArgsIsHelpError", None) or type("_NeverRaised", (Exception,), {})
+# Typed Any: Click's classes come from whichever copy typer bundles, found at run time.
+_EXIT: Any = tuple({typer.Exit, getattr(_click_exc, "Exit", typer.Exit)})
+_ABORT: Any = tuple({typer.Abort, getattr(_click_exc, "Abort", typer.Abort)})
+_NO_ARGS: Any = getattr(_click_exc, "NoArgsIsHelpError", None) or type("_NeverRaised", (Exception,), {})
 
 
 _lost_lines = 0  # lines _say could not write (stderr closed)
@@ -185,7 +186,7 @@ class OneLineErrors(TyperGroup):
                 _say("interrupted")
         except _NO_ARGS as exc:
             try:
-                sys.stdout.write(exc.ctx.get_help() + "\n")  # type: ignore[union-attr]
+                sys.stdout.write(exc.ctx.get_help() + "\n")
             except OSError:
                 pass
             code = ExitCode.USAGE

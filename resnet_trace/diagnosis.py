@@ -40,8 +40,9 @@ def diagnose(
         pools = [r for r in rows if r.kind is Kind.POOL and r.in_shape and r.out_shape]
         if pools and len(pools[-1].in_shape or ()) == 4 and len(pools[-1].out_shape or ()) == 4:
             p = pools[-1]
-            c, ih, iw = p.in_shape[1], p.in_shape[2], p.in_shape[3]  # type: ignore[index]
-            oh, ow = p.out_shape[2], p.out_shape[3]  # type: ignore[index]
+            pin, pout = p.in_shape or (0, 0, 0, 0), p.out_shape or (0, 0, 0, 0)  # both 4-D, checked above
+            c, ih, iw = pin[1], pin[2], pin[3]
+            oh, ow = pout[2], pout[3]
             message += (
                 f": {p.name} pooled the {ih}x{iw} map to {oh}x{ow}, and {c} channels x {oh}x{ow} = {got:,}"
             )

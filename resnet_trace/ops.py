@@ -131,7 +131,7 @@ class OpMode(TorchDispatchMode):
         # happens here. Read at class creation (TorchDispatchMode.__init_subclass__).
         return False
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = NotImplemented
         if self.shortcuts:
@@ -156,7 +156,7 @@ def _empty(shape: Sequence[int], like: torch.Tensor, dtype: torch.dtype | None =
     return torch.empty(tuple(int(d) for d in shape), dtype=dtype or like.dtype, device="meta")
 
 
-def _convolution(x, weight, bias, stride, padding, dilation, transposed, output_padding, groups):  # type: ignore[no-untyped-def]
+def _convolution(x, weight, bias, stride, padding, dilation, transposed, output_padding, groups):
     if transposed or x.dim() != 4 or weight.dim() != 4:
         return NotImplemented
     (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
@@ -181,7 +181,7 @@ def _pool_out(size: int, k: int, s: int, p: int, d: int) -> int:
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
-def _pool2d(x, kernel_size, stride, padding, dilation=1) -> tuple[int, ...] | None:  # type: ignore[no-untyped-def]
+def _pool2d(x, kernel_size, stride, padding, dilation=1) -> tuple[int, ...] | None:
     if x.dim() not in (3, 4):
         return None
     kh, kw = _pair(kernel_size)
@@ -199,26 +199,26 @@ def _pool2d(x, kernel_size, stride, padding, dilation=1) -> tuple[int, ...] | No
     return (*lead, oh, ow)
 
 
-def _max_pool2d_with_indices(x, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):  # type: ignore[no-untyped-def]
+def _max_pool2d_with_indices(x, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):
     shape = None if ceil_mode else _pool2d(x, kernel_size, stride, padding, dilation)
     if shape is None:
         return NotImplemented
     return _empty(shape, x), _empty(shape, x, torch.int64)
 
 
-def _avg_pool2d(  # type: ignore[no-untyped-def]
+def _avg_pool2d(
     x, kernel_size, stride=(), padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
 ):
     shape = None if ceil_mode else _pool2d(x, kernel_size, stride, padding)
     return NotImplemented if shape is None else _empty(shape, x)
 
 
-def _adaptive_avg_pool2d(x, output_size):  # type: ignore[no-untyped-def]
+def _adaptive_avg_pool2d(x, output_size):
     oh, ow = _pair(output_size)
     return _empty((*x.shape[:-2], oh, ow), x)
 
 
-def _mean_dim(x, dim, keepdim=False, *, dtype=None):  # type: ignore[no-untyped-def]
+def _mean_dim(x, dim, keepdim=False, *, dtype=None):
     if dim is None or dtype is not None:
         return NotImplemented
     dims = {d % x.dim() for d in dim} if dim else set(range(x.dim()))
@@ -230,16 +230,16 @@ def _mean_dim(x, dim, keepdim=False, *, dtype=None):  # type: ignore[no-untyped-
     return _empty(shape, x)
 
 
-def _same(x, *args, **kwargs):  # type: ignore[no-untyped-def]
+def _same(x, *args, **kwargs):
     out = _dense_like(x)  # elementwise kernels keep a dense input's layout
     return NotImplemented if out is None else out
 
 
-def _inplace(x, *args, **kwargs):  # type: ignore[no-untyped-def]
+def _inplace(x, *args, **kwargs):
     return x
 
 
-def _addmm(bias, mat1, mat2, *, beta=1, alpha=1):  # type: ignore[no-untyped-def]
+def _addmm(bias, mat1, mat2, *, beta=1, alpha=1):
     if mat1.dim() != 2 or mat2.dim() != 2:
         return NotImplemented
     if mat1.shape[1] != mat2.shape[0]:
@@ -250,7 +250,7 @@ def _addmm(bias, mat1, mat2, *, beta=1, alpha=1):  # type: ignore[no-untyped-def
     return _empty((mat1.shape[0], mat2.shape[1]), mat1)
 
 
-def _mm(mat1, mat2):  # type: ignore[no-untyped-def]
+def _mm(mat1, mat2):
     return _addmm(None, mat1, mat2)
 
 
@@ -269,13 +269,13 @@ def broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _binary(a, b, *args, **kwargs):  # type: ignore[no-untyped-def]
+def _binary(a, b, *args, **kwargs):
     if not isinstance(b, torch.Tensor) or a.dtype != b.dtype or not b.is_meta:
         return NotImplemented
     return _empty(broadcast(tuple(a.shape), tuple(b.shape)), a)
 
 
-def _binary_(a, b, *args, **kwargs):  # type: ignore[no-untyped-def]
+def _binary_(a, b, *args, **kwargs):
     if not isinstance(b, torch.Tensor) or not b.is_meta:
         return NotImplemented
     if broadcast(tuple(a.shape), tuple(b.shape)) != tuple(a.shape):
@@ -324,7 +324,7 @@ def _dense_like(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tens
     return torch.empty_strided(tuple(x.shape), x.stride(), dtype=dtype or x.dtype, device="meta")
 
 
-def _batch_norm(x, weight, bias, running_mean, running_var, n_out: int):  # type: ignore[no-untyped-def]
+def _batch_norm(x, weight, bias, running_mean, running_var, n_out: int):
     if x.dtype not in _FLOATS or x.dim() < 2 or x.numel() == 0:
         return NotImplemented
     channels = int(x.shape[1])
@@ -346,27 +346,27 @@ def _batch_norm(x, weight, bias, running_mean, running_var, n_out: int):  # type
     return (out, *saved, _empty(running_mean.shape, running_mean), _empty(running_var.shape, running_var))
 
 
-def _native_batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps):  # type: ignore[no-untyped-def]
+def _native_batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps):
     if not training and (running_mean is None or running_var is None):
         return NotImplemented
     return _batch_norm(x, weight, bias, running_mean, running_var, 3)
 
 
-def _batch_norm_no_training(x, weight, bias, running_mean, running_var, momentum, eps):  # type: ignore[no-untyped-def]
+def _batch_norm_no_training(x, weight, bias, running_mean, running_var, momentum, eps):
     if running_mean is None or running_var is None:
         return NotImplemented
     return _batch_norm(x, weight, bias, running_mean, running_var, 3)
 
 
-def _batch_norm_functional(x, weight, bias, running_mean, running_var, training, momentum, eps):  # type: ignore[no-untyped-def]
+def _batch_norm_functional(x, weight, bias, running_mean, running_var, training, momentum, eps):
     return _batch_norm(x, weight, bias, running_mean, running_var, 5)
 
 
-def _batch_norm_no_stats(x, weight, bias, training, momentum, eps):  # type: ignore[no-untyped-def]
+def _batch_norm_no_stats(x, weight, bias, training, momentum, eps):
     return _batch_norm(x, weight, bias, None, None, 3)
 
 
-def _layer_norm(x, normalized_shape, weight, bias, eps):  # type: ignore[no-untyped-def]
+def _layer_norm(x, normalized_shape, weight, bias, eps):
     norm = tuple(int(d) for d in normalized_shape)
     axis = x.dim() - len(norm)
     if x.dtype not in _FLOATS or not norm or axis < 0 or tuple(x.shape[axis:]) != norm or x.numel() == 0:
@@ -385,7 +385,7 @@ def _softmax_dim(x: torch.Tensor, dim: int) -> bool:
     return x.dtype in _FLOATS and -max(x.dim(), 1) <= dim < max(x.dim(), 1)
 
 
-def _softmax(x, dim, half_to_float):  # type: ignore[no-untyped-def]
+def _softmax(x, dim, half_to_float):
     if not _softmax_dim(x, dim):
         return NotImplemented
     if half_to_float:
@@ -395,20 +395,20 @@ def _softmax(x, dim, half_to_float):  # type: ignore[no-untyped-def]
     return _empty(x.shape, x)
 
 
-def _safe_softmax(x, dim, dtype=None):  # type: ignore[no-untyped-def]
+def _safe_softmax(x, dim, dtype=None):
     if not _softmax_dim(x, dim) or (dtype is not None and dtype not in _FLOATS):
         return NotImplemented
     return _empty(x.shape, x, dtype)
 
 
-def _scalar(x, other):  # type: ignore[no-untyped-def]
+def _scalar(x, other):
     """``x * 2.0``, ``x / 8``: a floating tensor and a Python number keep the tensor's dtype."""
     if x.dtype not in _FLOATS or type(other) not in (int, float):
         return NotImplemented
     return _same(x)
 
 
-def _bmm(a, b):  # type: ignore[no-untyped-def]
+def _bmm(a, b):
     if not (
         isinstance(b, torch.Tensor) and b.is_meta and a.dim() == 3 and b.dim() == 3 and a.dtype == b.dtype
     ):
@@ -418,7 +418,7 @@ def _bmm(a, b):  # type: ignore[no-untyped-def]
     return _empty((a.shape[0], a.shape[1], b.shape[2]), a)
 
 
-def _native_dropout(x, p, train):  # type: ignore[no-untyped-def]
+def _native_dropout(x, p, train):
     if x.dtype not in _FLOATS or not 0 <= p <= 1:
         return NotImplemented
     out = _dense_like(x)
@@ -470,7 +470,7 @@ class CpuAttentionOnMeta(TorchFunctionMode):
     calls it; the MACs are the same either way.
     """
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+    def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is F.scaled_dot_product_attention and args and getattr(args[0], "is_meta", False):
             out = _flash_for_cpu(*args, **kwargs)
@@ -479,7 +479,7 @@ class CpuAttentionOnMeta(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def _flash_for_cpu(  # type: ignore[no-untyped-def]
+def _flash_for_cpu(
     query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False
 ):
     qkv = (query, key, value)

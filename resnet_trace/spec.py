@@ -198,7 +198,7 @@ def check_shape(shape: object) -> tuple[int, int, int, int]:
     """An API input shape: four positive ints within the CLI's limits (no silent truncation)."""
     if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__"):
         raise InvalidType("input_shape", f"input_shape must be a sequence of 4 integers, not {shape!r}")
-    dims = list(shape)  # type: ignore[call-overload]
+    dims = list(shape)  # type: ignore[call-overload]  # a sized non-string object, checked just above
     if len(dims) != 4 or any(isinstance(d, bool) or not isinstance(d, int) for d in dims):
         raise InvalidType("input_shape", f"input_shape must be 4 integers (N, C, H, W), not {shape!r}")
     return parse_shape("x".join(str(d) for d in dims), quoted=repr(tuple(dims)))

@@ -13,6 +13,7 @@ import importlib.util
 import inspect
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ def _failed(ref: str, what: str, exc: BaseException) -> UsageError:
     return UsageError(f"--model {ref!r}: {what} failed in your code: {type(exc).__name__}: {detail}"[:400])
 
 
-def import_reference(ref: str) -> object:
+def import_reference(ref: str) -> Callable[..., Any]:
     """The class or factory that ``ref`` names. Importing it runs its module's code."""
     source, sep, name = ref.rpartition(":")
     if not sep or not source or not name:
@@ -88,10 +89,10 @@ def parse_model_args(values: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def build(factory: object, ref: str, kwargs: dict[str, Any]) -> nn.Module:
+def build(factory: Callable[..., Any], ref: str, kwargs: dict[str, Any]) -> nn.Module:
     """Call the factory with exactly the arguments the user gave; name what is missing or unknown."""
     try:
-        params = inspect.signature(factory).parameters  # type: ignore[arg-type]
+        params = inspect.signature(factory).parameters
     except (TypeError, ValueError):
         params = None
     if params is not None:
@@ -119,7 +120,7 @@ def build(factory: object, ref: str, kwargs: dict[str, Any]) -> nn.Module:
                 f"--model-arg {missing[0]}=VALUE (its parameters: {listed})"
             )
     try:
-        model = factory(**kwargs)  # type: ignore[operator]
+        model = factory(**kwargs)
     except KeyboardInterrupt:
         raise
     except BaseException as exc:

@@ -253,7 +253,7 @@ def sweep_table(reports: Sequence[Report]) -> Table:
     """Which inputs pass and which fail, when several were traced."""
     table = Table(title="inputs", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
     for name, justify in (("input", "left"), ("result", "left"), ("output", "left"), ("MACs", "right")):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]  # "left"/"right" strings, Rich wants its Literal
     for report in reports:
         t = report.trace
         result = "ok" if t.error is None else f"stopped at {t.error.module}"
@@ -310,7 +310,7 @@ def render_table(reports: Sequence[Report], *, color: bool = False, width: int =
 
 def console_text(console: Console) -> str:
     """What a ``make_console`` console printed, without the padding Rich adds at line ends."""
-    text = console.file.getvalue()  # type: ignore[attr-defined]
+    text = console.file.getvalue()  # type: ignore[attr-defined]  # the StringIO this console was given
     return "".join(line.rstrip() + "\n" for line in text.splitlines())
 
 
