@@ -21,10 +21,6 @@ class BlockPlan:
     out_mult: int
     down: bool
 
-    @property
-    def name(self) -> str:
-        return f"{self.stage}.{self.index}"
-
 
 def _stage(stage: str, in_mult: int, mid_mult: int, blocks: int, down_last: bool) -> list[BlockPlan]:
     out_mult = mid_mult * 4
@@ -60,7 +56,6 @@ STEM_POOL = (3, 2, 1)
 DOWN_CONV = (1, 2, 0)  # the stride-2 1x1 conv of a down block (and its downsample)
 HEAD_POOL = (7, 1, 0)  # AvgPool2d(7, 1)
 STEM_CHANNELS = 3
-FEATURE_MULT = 32  # fc_layer takes base_dim * 32 features
 
 
 def out_size(size: int, kernel: int, stride: int, padding: int) -> int:

@@ -188,3 +188,35 @@ TINY = textwrap.dedent(
             return self.fc(self.pool(self.blocks(self.stem(x))).flatten(1))
     """
 )
+
+
+# A user model whose blocks share one ReLU module, called three times per block.
+SHARED_RELU_MODEL = textwrap.dedent(
+    """
+    from torch import nn
+
+    class BottleNeck(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.a = nn.Conv2d(c, c, 1)
+            self.b = nn.Conv2d(c, c, 1)
+            self.relu = nn.ReLU()
+            self.dim_equalizer = nn.Conv2d(c, c, 1)
+
+        def forward(self, x):
+            out = self.relu(self.a(x))
+            out = self.relu(self.b(out))
+            return self.relu(out + self.dim_equalizer(x))
+
+    class Net(nn.Module):
+        def __init__(self, base_dim=4, num_classes=2):
+            super().__init__()
+            self.stem = nn.Conv2d(3, base_dim, 3, padding=1)
+            self.body = nn.Sequential(BottleNeck(base_dim), BottleNeck(base_dim))
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(base_dim, num_classes)
+
+        def forward(self, x):
+            return self.fc(self.pool(self.body(self.stem(x))).flatten(1))
+    """
+)

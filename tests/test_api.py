@@ -11,6 +11,8 @@ import torch
 from torch import nn
 
 import resnet_trace as rt
+from resnet_trace.api import trace
+from resnet_trace.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -136,3 +138,10 @@ def test_check_never_imports_what_a_golden_names(tmp_path):
     with pytest.raises(rt.api.UsageError, match="never runs code"):
         rt.check(golden)
     assert not marker.exists()
+
+
+def test_the_api_validates_its_arguments():
+    with pytest.raises(UsageError):
+        trace(base_dim=0)
+    with pytest.raises(UsageError):
+        trace(input_shape=(1, 4, 224, 224))

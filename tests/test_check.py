@@ -122,3 +122,34 @@ def test_check_rejects_bad_golden_files(cli, tmp_path):
     for path in (bad, tmp_path / "missing.json"):
         result = cli("check", path, code=2)
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda d: d.pop("input_shape"),
+        lambda d: d["rows"][0].pop("name"),
+        lambda d: d.__setitem__("depth", "deep"),
+        lambda d: d["model"].__setitem__("base_dim", "abc"),
+        lambda d: d.__setitem__("input_shape", "1x3x224x224"),
+        lambda d: d.__setitem__("model", [1]),
+        lambda d: d.__setitem__("input_shape", [1, 1, 224, 224]),
+    ],
+    ids=[
+        "no-input",
+        "row-without-name",
+        "bad-depth",
+        "bad-base-dim",
+        "shape-as-text",
+        "model-list",
+        "one-channel",
+    ],
+)
+def test_a_malformed_golden_is_a_usage_error(cli, tmp_path, edit):
+    golden = tmp_path / "g.json"
+    cli("summary", "-f", "json", "-o", str(golden))
+    doc = json.loads(golden.read_text())
+    edit(doc)
+    golden.write_text(json.dumps(doc))
+    result = cli("check", str(golden), code=2)
+    assert len(result.stderr.strip().splitlines()) == 1 and not result.stdout

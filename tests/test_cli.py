@@ -99,3 +99,19 @@ def test_console_script_in_a_real_subprocess():
         [sys.executable, "-m", "resnet_trace", "--version"], capture_output=True, text=True, timeout=60
     )
     assert mod.returncode == 0 and mod.stdout.startswith("resnet-trace ")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("run", "--device", "meta", "--weights", "nothing.pt"),
+        ("summary", "--model", "x.py:Net", "--variant", "fixed"),
+        ("compare", "--input", "1x3x200-201x224"),
+        ("graph", "--input", "1x3x200-201x224"),
+        ("tree", "--format", "csv"),
+        ("summary", "-f", "json", "--svg", "no/such/folder/t.svg"),
+    ],
+)
+def test_options_that_cannot_apply_are_refused_before_any_output(cli, args):
+    result = cli(*args, code=2)
+    assert not result.stdout and len(result.stderr.strip().splitlines()) == 1

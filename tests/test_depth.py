@@ -329,3 +329,30 @@ def test_tree_json_fixed_variant_has_no_dead_module(cli):
     root = cli.json("tree", "--variant", "fixed")
     assert all(n["ran"] for n in _walk(root) if n["own_params"])
     assert root["params"] == arith.totals(64, 2, 1, variant="fixed")["params"]
+
+
+def test_collapse_at_layer_depth_renames_children_under_the_folded_row(cli):
+    doc = cli.json("summary", "--base-dim", "8", "--depth", "layer", "--collapse")
+    folded = [r for r in doc["rows"] if r.get("count", 1) > 1]
+    assert [r["name"] for r in folded] == ["layer_3.1–3.2", "layer_4.1–4.4", "layer_5.1–5.2"]
+    for block in folded:
+        children = [r for r in doc["rows"] if r["parent"] == block["name"]]
+        assert children and all(c["name"].startswith(block["name"] + ".") for c in children)
+    table = cli("summary", "--base-dim", "8", "--depth", "layer", "--collapse").stdout
+    # Before the fix the children's names were sliced at the folded name's length.
+    assert not re.search(r"\sr\.0\.0\s", table) and not re.search(r"\s(?<!dim_)equalizer\s", table)
+    assert re.search(r"^\s+layer\.0\.0\s+Conv2d", table, re.M)
+
+
+def test_run_never_folds_blocks_whose_measurements_differ(cli):
+    doc = cli.json("run", "--base-dim", "4", "--collapse")
+    assert sum(1 for r in doc["rows"] if r["kind"] == "bottleneck") == 16
+    assert all(r.get("count", 1) == 1 for r in doc["rows"])
+
+
+def test_filter_applies_to_real_names_before_folding(cli):
+    doc = cli.json("summary", "--base-dim", "8", "--collapse", "--filter", r"layer_4\.3")
+    assert [r["name"] for r in doc["rows"]] == ["layer_4.3"]
+    table = cli("summary", "--filter", r"layer_5\.0").stdout
+    line = next(ln for ln in table.splitlines() if "layer_5.0" in ln)
+    assert line.split()[0] == "14"  # its ordinal among the 16 blocks: 3 + 4 + 6 + 1

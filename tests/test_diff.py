@@ -10,7 +10,7 @@ import json
 
 import arith
 import pytest
-from formats import md_tables
+from formats import SHARED_RELU_MODEL, md_tables
 
 
 # -- 5. diff -----------------------------------------------------------------------------------
@@ -105,3 +105,36 @@ def test_diff_unreadable_input_is_exit_2(cli, tmp_path, seed_and_fixed, which, p
     assert result.stdout == ""
     assert len(result.stderr.strip().splitlines()) == 1
     assert "bad.json" in result.stderr
+
+
+def test_diff_tells_repeated_calls_apart_and_compares_conv_geometry(cli, tmp_path):
+    (tmp_path / "shared.py").write_text(SHARED_RELU_MODEL)
+    a = tmp_path / "a.json"
+    cli(
+        "summary",
+        "--model",
+        f"{tmp_path / 'shared.py'}:Net",
+        "--depth",
+        "layer",
+        "--input",
+        "1x3x8x8",
+        "-f",
+        "json",
+        "-o",
+        str(a),
+    )
+    doc = json.loads(a.read_text())
+    relu_rows = [i for i, r in enumerate(doc["rows"]) if r["name"].startswith("body.0.relu")]
+    # one row per call of the same module, numbered apart
+    assert [doc["rows"][i]["name"] for i in relu_rows] == [f"body.0.relu (call {k}/3)" for k in (1, 2, 3)]
+    edited = json.loads(a.read_text())
+    edited["rows"][relu_rows[1]]["out_shape"] = [1, 4, 9, 9]
+    conv_row = next(i for i, r in enumerate(doc["rows"]) if r.get("conv"))
+    edited["rows"][conv_row]["conv"]["kernel"] = [3, 3]
+    b = tmp_path / "b.json"
+    b.write_text(json.dumps(edited))
+    diffs = cli("diff", str(a), str(b), "-f", "json", code=1)
+    found = {(d["row"], d["field"]) for d in json.loads(diffs.stdout)["differences"]}
+    assert ("body.0.relu (call 2/3)", "out_shape") in found
+    assert (doc["rows"][conv_row]["name"], "conv") in found
+    assert len(found) == 2

@@ -4,11 +4,18 @@ Expected numbers come from tests/arith.py (layer arithmetic typed by hand), neve
 
 from __future__ import annotations
 
+import csv
+import io
 import itertools
 
 import arith
 import pytest
 from formats import BLOCK_NAMES, DEFAULT_ROWS, FORMATS, assert_numbers, csv_rows, md_tables, parse
+
+from resnet_trace.api import trace
+from resnet_trace.records import Report
+from resnet_trace.render.table import render_table
+from resnet_trace.views import view
 
 
 # -- 1. formats --------------------------------------------------------------------------------
@@ -75,3 +82,19 @@ def test_markdown_is_a_pipe_table_with_one_row_per_traced_row(cli):
     text = cli("summary", "--depth", "layer", "--format", "markdown").stdout
     (table,) = md_tables(text)
     assert len(table) > 2 + len(DEFAULT_ROWS)
+
+
+def test_a_narrow_terminal_never_cuts_numbers():
+    t = trace().trace
+    out = render_table([Report(t, tuple(view(t.rows)))], width=60)
+    tot = arith.totals(64, 2, 1)
+    for text in (f"{tot['stem_macs']:,}", "1x3x224x224", f"{tot['params']:,}", f"{tot['macs']:,}"):
+        assert text in out
+    assert "…" not in out
+
+
+def test_csv_marks_the_inputs_that_failed(cli):
+    out = cli("summary", "-i", "1x3x192-193x224", "-f", "csv", code=3).stdout
+    rows = list(csv.DictReader(io.StringIO(out)))
+    by_input = {(r["input"], r["error"]) for r in rows}
+    assert by_input == {("1x3x192x224", "avgpool"), ("1x3x193x224", "")}

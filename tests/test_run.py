@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from resnet_trace.api import build_target, trace_run
 from resnet_trace.model import ResNet
+from resnet_trace.spec import ModelSpec
 
 
 def seeded(base_dim: int, classes: int, shape: tuple[int, ...], seed: int = 0):
@@ -160,3 +162,34 @@ def test_jpeg_is_refused_with_a_reason(cli, tmp_path):
     path.write_bytes(b"\xff\xd8\xff\xe0")
     result = cli("run", "--input-file", str(path), code=2)
     assert "JPEG" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_meta_run_honours_dtype(cli):
+    assert cli.json("run", "--device", "meta", "--dtype", "bfloat16")["dtype"] == "bfloat16"
+
+
+def test_layer_depth_run_gives_statistics_of_every_call(cli):
+    torch.manual_seed(0)
+    from resnet_trace.model import ResNet
+
+    model = ResNet(4, 2).eval()
+    x = torch.randn((1, 3, 224, 224), generator=torch.Generator().manual_seed(0))
+    seen = {}
+    conv = model.get_submodule("layer_3.1.layer.1.0")
+    conv.register_forward_hook(lambda m, a, out: seen.setdefault("out", out.detach().clone()))
+    with torch.no_grad():
+        model(x)
+    doc = cli.json("run", "--base-dim", "4", "--depth", "layer", "--filter", r"layer_3\.1")
+    row = next(r for r in doc["rows"] if r["name"] == "layer_3.1.layer.1.0")
+    assert row["activation"]["mean"] == pytest.approx(seen["out"].mean().item(), rel=1e-5, abs=1e-8)
+    assert row["activation"]["max"] == pytest.approx(seen["out"].max().item(), rel=1e-6)
+
+
+def test_timed_passes_run_in_eval_and_restore_the_flag():
+    target = build_target(ModelSpec(base_dim=2), device="cpu", init_seed=0)
+    target.model.train()
+    modes = []
+    target.model.register_forward_pre_hook(lambda m, a: modes.append(m.training))
+    trace_run(target, torch.randn(1, 3, 224, 224), repeat=3)
+    assert len(modes) == 1 + 2 * 3 and not any(modes)
+    assert target.model.training is True

@@ -9,7 +9,7 @@ import sys
 import arith
 import pytest
 from arith import expected_rows
-from formats import SEED_FILE, TINY, UNUSED, csv_rows
+from formats import SEED_FILE, SHARED_RELU_MODEL, TINY, UNUSED, csv_rows
 
 
 # -- 6. --model ----------------------------------------------------------------------------------
@@ -146,3 +146,18 @@ def test_custom_block_and_skip_names(cli, tmp_path):
     # A --block class the model does not have is a usage error naming it.
     missing = cli("summary", "--model", ref, "--block", "BottleNeck", "-i", "1x3x16x16", code=2)
     assert "BottleNeck" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_model_imports_like_python_does(cli, tmp_path, monkeypatch, seed_module):
+    (tmp_path / "blocks.py").write_text(SHARED_RELU_MODEL)
+    (tmp_path / "wrap.py").write_text(
+        "from blocks import Net\n\ndef build(base_dim, num_classes=2):\n"
+        "    return Net(base_dim, num_classes)\n"
+    )
+    doc = cli.json(
+        "summary", "--model", f"{tmp_path / 'wrap.py'}:build", "--base-dim", "4", "--input", "1x3x8x8"
+    )
+    assert doc["output_shape"] == [1, 2]
+    monkeypatch.chdir(tmp_path)
+    doc = cli.json("summary", "--model", "blocks:Net", "--input", "1x3x8x8")
+    assert [r["name"] for r in doc["rows"] if r["kind"] == "bottleneck"] == ["body.0", "body.1"]
