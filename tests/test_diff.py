@@ -69,8 +69,9 @@ def test_diff_csv_and_markdown_list_every_difference(cli, seed_and_fixed):
     (table,) = md_tables(cli("diff", a, b, "--format", "markdown", code=1).stdout)
     assert table[0] == ["row", "field", "expected", "got"]
     assert [r[:2] for r in table[2:]] == [[d["row"], d["field"]] for d in diffs]
-    lines = cli("diff", a, b, "--format", "jsonl", code=1).stdout.splitlines()
-    assert [json.loads(line) for line in lines] == diffs
+    # jsonl means one thing in every command: each document compact on its own line
+    (line,) = cli("diff", a, b, "--format", "jsonl", code=1).stdout.splitlines()
+    assert json.loads(line)["differences"] == diffs
 
 
 def test_diff_csv_counts_are_plain_integers(cli, seed_and_fixed):
@@ -138,3 +139,14 @@ def test_diff_tells_repeated_calls_apart_and_compares_conv_geometry(cli, tmp_pat
     assert ("body.0.relu (call 2/3)", "out_shape") in found
     assert (doc["rows"][conv_row]["name"], "conv") in found
     assert len(found) == 2
+
+
+def test_markdown_escapes_pipes_as_every_markdown_table_does(cli, tmp_path):
+    a = tmp_path / "a.json"
+    cli("summary", "--base-dim", "4", "-f", "json", "-o", a)
+    doc = json.loads(a.read_text())
+    doc["rows"][0]["name"] = "stem|odd"
+    b = tmp_path / "b.json"
+    b.write_text(json.dumps(doc))
+    text = cli("diff", a, b, "--format", "markdown", code=1).stdout
+    assert "stem\\|odd" in text and "| stem|odd |" not in text

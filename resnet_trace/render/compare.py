@@ -16,6 +16,7 @@ from rich.text import Text
 from resnet_trace.memory import human
 from resnet_trace.records import Report, shape_text
 from resnet_trace.render.bars import log_bars
+from resnet_trace.render.tabular import md_row
 
 TRAIN_FIELDS = ("saved_bytes", "out_bytes", "grad_norm", "param_grad_norm")
 
@@ -244,8 +245,12 @@ def _train_notes(doc: dict) -> list[RenderableType]:
 
 def render_compare(seed: Report, fixed: Report, fmt: str, *, color: bool = False, width: int = 160) -> str:
     doc = comparison_doc(seed, fixed)
-    if fmt in ("json", "jsonl"):
-        return json.dumps(doc, indent=2 if fmt == "json" else None) + "\n"
+    if fmt in ("json", "jsonl"):  # jsonl, as everywhere: the document compact on one line
+        return (
+            json.dumps(doc, indent=2) + "\n"
+            if fmt == "json"
+            else json.dumps(doc, separators=(",", ":")) + "\n"
+        )
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
@@ -292,9 +297,19 @@ def render_compare(seed: Report, fixed: Report, fmt: str, *, color: bool = False
         for r in doc["rows"]:
             a, b, d = r["seed"] or {}, r["fixed"] or {}, r["delta"] or {}
             lines.append(
-                f"| {r['name']} | {a.get('skip') or ''} | {b.get('skip') or ''} | {a.get('params', 0):,} "
-                f"| {b.get('params', 0):,} | {_signed(d.get('params', 0))} | {a.get('macs', 0):,} "
-                f"| {b.get('macs', 0):,} | {_signed(d.get('macs', 0))} |"
+                md_row(
+                    [
+                        r["name"],
+                        a.get("skip") or "",
+                        b.get("skip") or "",
+                        f"{a.get('params', 0):,}",
+                        f"{b.get('params', 0):,}",
+                        _signed(d.get("params", 0)),
+                        f"{a.get('macs', 0):,}",
+                        f"{b.get('macs', 0):,}",
+                        _signed(d.get("macs", 0)),
+                    ]
+                )
             )
         t = doc["totals"]
         lines.append(

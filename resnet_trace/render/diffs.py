@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from resnet_trace.diffing import Difference, fmt_value
+from resnet_trace.render.tabular import md_row
 
 
 def csv_value(value: object) -> str:
@@ -44,11 +45,8 @@ def render_differences(
 ) -> str:
     if fmt == "json":
         return json.dumps(differences_doc(diffs, expected, got), indent=2) + "\n"
-    if fmt == "jsonl":
-        return "".join(
-            json.dumps({"row": d.row, "field": d.field, "expected": d.expected, "got": d.got}) + "\n"
-            for d in diffs
-        )
+    if fmt == "jsonl":  # as everywhere: each document compact on one line
+        return json.dumps(differences_doc(diffs, expected, got), separators=(",", ":")) + "\n"
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
@@ -64,9 +62,7 @@ def render_differences(
         ]
         if diffs:
             lines += ["| row | field | expected | got |", "|---|---|---|---|"]
-            lines += [
-                f"| {d.row} | {d.field} | {fmt_value(d.expected)} | {fmt_value(d.got)} |" for d in diffs
-            ]
+            lines += [md_row([d.row, d.field, fmt_value(d.expected), fmt_value(d.got)]) for d in diffs]
         return "\n".join(lines) + "\n"
     from resnet_trace.render.table import console_text, make_console
 

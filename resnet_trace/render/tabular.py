@@ -101,7 +101,7 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def _md_row(cells: Sequence[str]) -> str:
+def md_row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(_md_escape(c) for c in cells) + " |"
 
 
@@ -120,7 +120,7 @@ def render_markdown(reports: Sequence[Report]) -> str:
             header += ["type", "kernel/stride/pad", "weight"]
         if run:
             header += ["time ms", "mean", "std", "zero %"]
-        out.append(_md_row(header))
+        out.append(md_row(header))
         out.append(
             "|"
             + "|".join(
@@ -160,7 +160,7 @@ def render_markdown(reports: Sequence[Report]) -> str:
                     f"{a.std:.4g}" if a else "",
                     f"{a.zero_fraction * 100:.1f}" if a else "",
                 ]
-            out.append(_md_row(cells))
+            out.append(md_row(cells))
         out.append("")
         tot = t.totals
         scope = " (whole model; rows filtered)" if report.filter else ""
