@@ -17,6 +17,7 @@ ROW_FIELDS = (
     "in_shape",
     "out_shape",
     "skip",
+    "skips",
     "params",
     "params_unused",
     "macs",

@@ -7,11 +7,12 @@ import io
 from collections.abc import Sequence
 
 from resnet_trace.records import Report, Row, shape_text
-from resnet_trace.render.data import model_title
+from resnet_trace.render.data import model_title, row_dict
 
-CSV_COLUMNS = (
-    "input",
-    "error",
+# The row fields in the order of the JSON document (render.data.row_dict, the one description of a
+# row); ``conv`` and ``activation`` are flattened. tests/test_document.py checks this list against
+# the dicts of many generated traces, so a field added there cannot be missing here.
+ROW_COLUMNS = (
     "name",
     "kind",
     "depth",
@@ -21,17 +22,24 @@ CSV_COLUMNS = (
     "in_shape",
     "out_shape",
     "skip",
+    "skips",
     "params",
     "params_unused",
     "macs",
-    "count",
-    "blocks",
     "module_type",
     "kernel",
     "stride",
     "padding",
     "weight_shape",
     "bias",
+    "blocks",
+    "count",
+    "call",
+    "calls",
+    "saved_bytes",
+    "out_bytes",
+    "grad_norm",
+    "param_grad_norm",
     "time_ms",
     "act_mean",
     "act_std",
@@ -39,46 +47,35 @@ CSV_COLUMNS = (
     "act_max",
     "act_zero_fraction",
 )
+CSV_COLUMNS = ("input", "error", *ROW_COLUMNS)
+_ABSENT = {"count": "1", "call": "1", "calls": "1"}  # fields the document leaves out at their default
 
 
-def _flag(value: bool | None) -> str:
-    return "" if value is None else ("true" if value else "false")
-
-
-def _num(value: float | None) -> str:
-    return "" if value is None else repr(float(value))
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, list):
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            return "x".join(str(v) for v in value)  # a shape: 1x256x56x56
+        return "+".join(str(v) for v in value)  # skips, as in ``skip``
+    return str(value)
 
 
 def csv_cells(row: Row) -> dict[str, str]:
-    c, a = row.conv, row.activation
-    return {
-        "name": row.name,
-        "kind": row.kind,
-        "depth": row.depth.value,
-        "parent": row.parent or "",
-        "stage": row.stage or "",
-        "down": _flag(row.down),
-        "in_shape": shape_text(row.in_shape),
-        "out_shape": shape_text(row.out_shape),
-        "skip": row.skip or "",
-        "params": str(row.params),
-        "params_unused": str(row.params_unused),
-        "macs": str(row.macs),
-        "count": str(row.count),
-        "blocks": "" if row.blocks is None else str(row.blocks),
-        "module_type": row.module_type or "",
-        "kernel": shape_text(c.kernel) if c else "",
-        "stride": shape_text(c.stride) if c else "",
-        "padding": shape_text(c.padding) if c else "",
-        "weight_shape": shape_text(c.weight_shape) if c else "",
-        "bias": _flag(c.bias) if c else "",
-        "time_ms": _num(row.time_ms),
-        "act_mean": _num(a.mean) if a else "",
-        "act_std": _num(a.std) if a else "",
-        "act_min": _num(a.min) if a else "",
-        "act_max": _num(a.max) if a else "",
-        "act_zero_fraction": _num(a.zero_fraction) if a else "",
-    }
+    """The row's JSON fields as CSV cells: shapes as ``1x256x56x56``, ``conv`` and ``activation`` flattened."""
+    out = dict(_ABSENT)
+    for key, value in row_dict(row).items():
+        if key == "conv":
+            out.update({k: _cell(v) for k, v in value.items()})
+        elif key == "activation":
+            out.update({f"act_{k}": _cell(v) for k, v in value.items()})
+        else:
+            out[key] = _cell(value)
+    return out
 
 
 def render_csv(reports: Sequence[Report]) -> str:
@@ -93,7 +90,8 @@ def render_csv(reports: Sequence[Report]) -> str:
     for report in reports:
         for row in report.rows:
             error = report.trace.error.module if report.trace.error else ""
-            writer.writerow({"input": shape_text(report.trace.input_shape), "error": error, **csv_cells(row)})
+            cells = {"input": shape_text(report.trace.input_shape), "error": error, **csv_cells(row)}
+            writer.writerow({k: cells.get(k, "") for k in CSV_COLUMNS})
     return buf.getvalue()
 
 
