@@ -12,6 +12,7 @@ are here too; ``docs/api.md`` documents them.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -336,6 +337,11 @@ def trace(
     depth: Depth | str = Depth.BLOCK,
     collapse: bool = False,
     filter: str | None = None,
+    train: bool = False,
+    optimizer: str = "adam",
+    budget: int | str | None = None,
+    backward: bool = False,
+    target: int = 0,
 ) -> Report:
     """Trace one input of the seed's model (or of ``model``) and return the rows shown at ``depth``.
 
@@ -343,6 +349,8 @@ def trace(
     (on ``meta`` for the seed and for a model built there). ``real=True`` is ``resnet-trace run``:
     the seed's initialisation under ``seed`` (or ``weights``), a random normal input (or
     ``input_file``), a forward with activation statistics; ``repeat`` > 1 adds timed passes.
+    ``train``/``optimizer``/``budget`` add a training step's memory (``summary --train``);
+    ``backward``/``target`` a real backward with gradient norms (``run --backward``).
     The result's ``to_dict()`` is the CLI's ``--format json`` document for the same options.
     """
     from resnet_trace.spec import check_shape, integer
@@ -362,7 +370,7 @@ def trace(
             head=head,
             block=block,
         )
-        if real or weights is not None or input_file is not None:
+        if real or backward or weights is not None or input_file is not None:
             (t,) = run_traces(
                 **options,
                 weights=None if weights is None else str(weights),
@@ -373,19 +381,28 @@ def trace(
                 device=device,
                 dtype=dtype,
                 leaves=Depth(depth) is Depth.LAYER,
+                backward=backward,
+                target_class=target,
             )
         else:
-            (t,) = summary_traces(**options, dtype=dtype)
+            (t,) = summary_traces(
+                **options, dtype=dtype, train=train or budget is not None, optimizer=optimizer, budget=budget
+            )
         return report(t, depth=depth, collapse=collapse, filter=filter)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, not {type(model).__name__}")
-    target = model_target(model, block=block)
-    used: Shape = shape if shape is not None else default_input(target)
-    target = ensure_blocks(target, used)
-    if not real:
-        return report(trace_shapes(target, used), depth=depth, collapse=collapse, filter=filter)
+    found = model_target(model, block=block)
+    used: Shape = shape if shape is not None else default_input(found)
+    found = ensure_blocks(found, used)
+    if not (real or backward):
+        t = trace_shapes(found, used, train=train or budget is not None)
+        if train or budget is not None:
+            t = with_train(found, t, optimizer=optimizer, budget=budget)
+        return report(t, depth=depth, collapse=collapse, filter=filter)
     x = random_input(used, seed=seed, device=str(_param_device(model)), dtype=_param_dtype(model))
-    t = trace_run(target, x, seed=seed, repeat=repeat, top_k=top_k, leaves=Depth(depth) is Depth.LAYER)
+    t = trace_run(found, x, seed=seed, repeat=repeat, top_k=top_k, leaves=Depth(depth) is Depth.LAYER)
+    if backward:
+        t = with_backward(found, found, t, x, target_class=target)
     return report(t, depth=depth, collapse=collapse, filter=filter)
 
 
@@ -896,7 +913,10 @@ def with_backward(
 
     if trace.error is not None:
         return trace
-    classes = trace.output_shape[-1] if trace.output_shape else None
+    # the loss takes each sample's outputs, flattened, as its logits
+    classes = (
+        math.prod(trace.output_shape[1:]) if trace.output_shape and len(trace.output_shape) > 1 else None
+    )
     if classes is not None and not 0 <= target_class < classes:
         from resnet_trace.spec import InvalidValue
 

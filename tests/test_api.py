@@ -145,3 +145,25 @@ def test_the_api_validates_its_arguments():
         trace(base_dim=0)
     with pytest.raises(UsageError):
         trace(input_shape=(1, 4, 224, 224))
+
+
+def test_trace_train_is_the_cli_document(cli):
+    doc = cli.json("summary", "--base-dim", "4", "--train", "--budget", "256MiB", "--optimizer", "sgd")
+    assert rt.trace(base_dim=4, train=True, budget="256MiB", optimizer="sgd").to_dict() == doc
+
+
+def test_trace_backward_on_a_model_instance_matches_autograd():
+    torch.manual_seed(0)
+    model = _Tied()
+    r = rt.trace(model=model, block=nn.Linear, input_shape=(1, 2, 3, 6), backward=True, target=1)
+    assert r.train is not None and r.train.target == 1
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn((1, 2, 3, 6), generator=gen)
+    out_a = model.a(x)
+    out_a.retain_grad()
+    logits = model.b(out_a).reshape(1, -1)  # the loss takes each sample's outputs as its logits
+    loss = torch.nn.functional.cross_entropy(logits, torch.tensor([1]))
+    loss.backward()
+    rows = {row.name: row for row in r.rows}
+    assert rows["a"].grad_norm == pytest.approx(out_a.grad.norm().item(), rel=1e-3)
+    assert r.train.loss == pytest.approx(loss.item(), rel=1e-4)
