@@ -93,3 +93,17 @@ def test_compare_train_puts_both_variants_side_by_side(cli):
     assert first["seed"]["saved_bytes"] == seed_truth.per_call[("layer_2.0", 1)]
     assert first["fixed"]["saved_bytes"] == fixed_truth.per_call[("layer_2.0", 1)]
     assert first["seed"]["grad_norm"] > 0 and first["fixed"]["grad_norm"] > 0
+
+
+def test_compare_train_markdown_has_the_training_columns(cli):
+    from formats import md_tables
+
+    doc = cli.json("compare", "--train", "--base-dim", "2", "-i", "1x3x224x224")
+    (table,) = md_tables(
+        cli("compare", "--train", "--base-dim", "2", "-i", "1x3x224x224", "-f", "markdown").stdout
+    )
+    header = table[0]
+    assert header[-4:] == ["saved: seed", "saved: fixed", "‖dL/dout‖: seed", "‖dL/dout‖: fixed"]
+    first = next(r for r in table[2:] if r[0] == "layer_2.0")
+    want = next(r for r in doc["rows"] if r["name"] == "layer_2.0")
+    assert first[-2:] == [f"{want['seed']['grad_norm']:.2e}", f"{want['fixed']['grad_norm']:.2e}"]

@@ -289,13 +289,25 @@ def render_compare(seed: Report, fixed: Report, fmt: str, *, color: bool = False
             )
         return buf.getvalue()
     if fmt == "markdown":
+        has_train = "train" in doc
+        extra_head = " saved: seed | saved: fixed | ‖dL/dout‖: seed | ‖dL/dout‖: fixed |" if has_train else ""
         lines = [
             "| block | skip: seed | skip: fixed | params: seed | params: fixed | Δ params | MACs: seed "
-            "| MACs: fixed | Δ MACs |",
-            "|---|---|---|---:|---:|---:|---:|---:|---:|",
+            "| MACs: fixed | Δ MACs |" + extra_head,
+            "|---|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|" * 4 if has_train else ""),
         ]
         for r in doc["rows"]:
             a, b, d = r["seed"] or {}, r["fixed"] or {}, r["delta"] or {}
+            extra = (
+                [
+                    _size(a.get("saved_bytes")),
+                    _size(b.get("saved_bytes")),
+                    _sci(a.get("grad_norm")),
+                    _sci(b.get("grad_norm")),
+                ]
+                if has_train
+                else []
+            )
             lines.append(
                 md_row(
                     [
@@ -308,6 +320,7 @@ def render_compare(seed: Report, fixed: Report, fmt: str, *, color: bool = False
                         f"{a.get('macs', 0):,}",
                         f"{b.get('macs', 0):,}",
                         _signed(d.get("macs", 0)),
+                        *extra,
                     ]
                 )
             )
@@ -315,7 +328,7 @@ def render_compare(seed: Report, fixed: Report, fmt: str, *, color: bool = False
         lines.append(
             f"| **total** | | | {t['seed']['params']:,} | {t['fixed']['params']:,} "
             f"| {_signed(t['delta']['params'])} | {t['seed']['macs']:,} | {t['fixed']['macs']:,} "
-            f"| {_signed(t['delta']['macs'])} |"
+            f"| {_signed(t['delta']['macs'])} |" + (" | | | |" if has_train else "")
         )
         return "\n".join(lines) + "\n"
     from resnet_trace.render.table import console_text, make_console
