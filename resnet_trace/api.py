@@ -735,7 +735,10 @@ def check(
         if model is None:
             bd, nc = bd or 64, nc or 2
         block = m.get("block") if model is not None and not m.get("block_found") else None
-        key = (model, bd, nc, var, hd, block)
+        # The arguments your model was built with, recorded as Python literals; read as data
+        # (ast.literal_eval), and passed only to the code you named with ``model``.
+        args = _recorded_args(m) if model is not None else {}
+        key = (model, bd, nc, var, hd, block, tuple(sorted(m.get("args", {}).items())) if args else ())
         if key not in targets:
             targets[key] = make_target(
                 model_ref=model,
@@ -743,6 +746,7 @@ def check(
                 num_classes=nc,
                 variant=var if model is None else "seed",
                 head=hd if model is None else "avgpool7",
+                model_args=args,
                 block=block,
             )
         target = ensure_blocks(targets[key], tuple(shape))
@@ -756,6 +760,21 @@ def check(
             ).to_dict()
         )
     return Differences(expected=str(golden), got="this trace", differences=tuple(compare_all(docs, got_docs)))
+
+
+def _recorded_args(model_doc: dict) -> dict[str, Any]:
+    """``model.args`` of a saved trace, less ``base_dim``/``num_classes`` (recorded on their own)."""
+    import ast
+
+    out: dict[str, Any] = {}
+    for key, text in (model_doc.get("args") or {}).items():
+        if key in ("base_dim", "num_classes") or not isinstance(text, str) or not str(key).isidentifier():
+            continue
+        try:
+            out[str(key)] = ast.literal_eval(text)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            out[str(key)] = text
+    return out
 
 
 def diff(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> Differences:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -611,6 +611,3 @@ def row_keys(rows: list[OpenRow]) -> list[tuple[str, int]]:
         seen[(r.name, r.own)] = seen.get((r.name, r.own), 0) + 1
         keys.append((r.name + ("#own" if r.own else ""), seen[(r.name, r.own)]))
     return keys
-
-
-Progress = Callable[[int], None]

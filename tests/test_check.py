@@ -153,3 +153,21 @@ def test_a_malformed_golden_is_a_usage_error(cli, tmp_path, edit):
     golden.write_text(json.dumps(doc))
     result = cli("check", str(golden), code=2)
     assert len(result.stderr.strip().splitlines()) == 1 and not result.stdout
+
+
+def test_check_rebuilds_a_user_model_with_the_arguments_it_recorded(cli, tmp_path):
+    path = tmp_path / "wide.py"
+    path.write_text(
+        "from torch import nn\n\n"
+        "def build(width=2):\n"
+        "    return nn.Sequential(nn.Conv2d(3, width, 3), nn.ReLU(), nn.Conv2d(width, width, 3))\n"
+    )
+    golden = tmp_path / "golden.json"
+    ref = f"{path}:build"
+    cli("summary", "--model", ref, "--model-arg", "width=5", "-i", "1x3x8x8", "-f", "json", "-o", golden)
+    assert json.loads(golden.read_text())["model"]["args"] == {"width": "5"}
+    result = cli("check", golden, "--model", ref)
+    assert "no differences" in result.stdout
+    # Refused without --model: the file names code, and data never decides what runs.
+    refused = cli("check", golden, code=2)
+    assert ref in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
