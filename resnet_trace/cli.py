@@ -282,45 +282,6 @@ def _stopped(errors: list[tuple[tuple[int, ...], Any]]) -> int:
     return ExitCode.MODEL_REJECTED if failed else ExitCode.OK
 
 
-def _target(
-    base_dim: int | None,
-    num_classes: int | None,
-    variant: Variant,
-    head: Head,
-    model: str | None,
-    model_arg: list[str] | None,
-    block: str | None,
-    skip: str | None,
-    device: str = "meta",
-    init_seed: int | None = None,
-):
-    from resnet_trace.api import make_target
-    from resnet_trace.usermodel import parse_model_args
-
-    if base_dim is not None:
-        positive("--base-dim", base_dim)
-    if num_classes is not None:
-        positive("--num-classes", num_classes)
-    return make_target(
-        model_ref=model,
-        base_dim=base_dim,
-        num_classes=num_classes,
-        variant=variant.value,
-        head=head.value,
-        model_args=parse_model_args(model_arg),
-        block=block,
-        skip=_skip_names(skip),
-        device=device,
-        init_seed=init_seed,
-    )
-
-
-def _shapes(input: list[str] | None, target) -> list[tuple[int, int, int, int]]:
-    from resnet_trace.api import default_input
-
-    return expand_inputs(input or ["x".join(map(str, default_input(target)))])
-
-
 @app.command(epilog=EXIT_CODES_HELP)
 def summary(
     base_dim: BaseDim = None,

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from resnet_trace.modtree import param_count
-from resnet_trace.recorder import HookFailure, OpenRow, Recorder, hooked
+from resnet_trace.recorder import HookFailure, OpenRow, Recorder, hooked, row_keys
 from resnet_trace.records import ConvInfo, Depth, Kind, OutputInfo, Row, Shape, Totals
 from resnet_trace.target import Target
 
@@ -119,8 +119,6 @@ def freeze_rows(
     Stage rows are kept only where they are some block's stage; rows under a dropped one move
     up. A module called several times at stage or block depth gets ``NAME (call k/n)``.
     """
-    from resnet_trace.recorder import row_keys
-
     done = [r for r in rec.rows if r.done]
     keys = dict(zip((id(r) for r in rec.rows), row_keys(rec.rows)))
     stages = {id(r.stage) for r in done if r.kind is Kind.BLOCK and r.stage is not None}

@@ -89,6 +89,22 @@ def comparison_doc(seed: Report, fixed: Report) -> dict:
     return doc
 
 
+def _cells(r: dict) -> list[str]:
+    """A compared row's name, skips, params and MACs of both sides and their difference, as text."""
+    a, b, d = r["seed"] or {}, r["fixed"] or {}, r["delta"] or {}
+    return [
+        r["name"],
+        a.get("skip") or "",
+        b.get("skip") or "",
+        f"{a.get('params', 0):,}",
+        f"{b.get('params', 0):,}",
+        _signed(d.get("params", 0)),
+        f"{a.get('macs', 0):,}",
+        f"{b.get('macs', 0):,}",
+        _signed(d.get("macs", 0)),
+    ]
+
+
 def _signed(n: int) -> str:
     return f"{n:+,}" if n else "0"
 
@@ -133,15 +149,7 @@ def compare_renderables(seed: Report, fixed: Report) -> list[RenderableType]:
         if grads:
             extra += [_sci(a.get("grad_norm")), _sci(b.get("grad_norm")), bars[i], bars[n + i]]
         table.add_row(
-            r["name"],
-            a.get("skip") or "",
-            b.get("skip") or "",
-            f"{a.get('params', 0):,}",
-            f"{b.get('params', 0):,}",
-            _signed(d.get("params", 0)),
-            f"{a.get('macs', 0):,}",
-            f"{b.get('macs', 0):,}",
-            _signed(d.get("macs", 0)),
+            *_cells(r),
             *extra,
             style=None if changed else "dim",
         )
@@ -308,22 +316,7 @@ def render_compare(seed: Report, fixed: Report, fmt: str, *, color: bool = False
                 if has_train
                 else []
             )
-            lines.append(
-                md_row(
-                    [
-                        r["name"],
-                        a.get("skip") or "",
-                        b.get("skip") or "",
-                        f"{a.get('params', 0):,}",
-                        f"{b.get('params', 0):,}",
-                        _signed(d.get("params", 0)),
-                        f"{a.get('macs', 0):,}",
-                        f"{b.get('macs', 0):,}",
-                        _signed(d.get("macs", 0)),
-                        *extra,
-                    ]
-                )
-            )
+            lines.append(md_row([*_cells(r), *extra]))
         t = doc["totals"]
         lines.append(
             f"| **total** | | | {t['seed']['params']:,} | {t['fixed']['params']:,} "
