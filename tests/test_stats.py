@@ -1,0 +1,75 @@
+"""Activation statistics against torch's own reductions (``Tensor.std``, ``==``), including edge values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from resnet_trace.recorder import ActivationStats
+
+
+def truth(t: torch.Tensor) -> tuple[float, float, float, float, float]:
+    f = t.detach().reshape(-1)
+    if f.dtype != torch.float64:
+        f = f.float()
+    std = f.std().item() if f.numel() > 1 else 0.0
+    return f.mean().item(), std, f.min().item(), f.max().item(), (f == 0).sum().item() / f.numel()
+
+
+def same(a: float, b: float, rel: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=rel, abs=1e-12)
+
+
+CASES = {
+    "relu": lambda: torch.relu(torch.randn(4, 64, 28, 28)),
+    "offset": lambda: torch.relu(torch.randn(2, 8, 56, 56)) * 3 + 10,  # mean >> std
+    "negative zero": lambda: torch.tensor([0.0, -0.0, 1.0, -2.0]),
+    "nan": lambda: torch.tensor([0.0, -0.0, 1.0, float("nan")]),
+    "inf": lambda: torch.tensor([float("inf"), 0.0, -1.0]),
+    "all zero": lambda: torch.zeros(7),
+    "one value": lambda: torch.tensor([3.0]),
+    "half": lambda: torch.randn(33).half(),
+    "bfloat16": lambda: torch.randn(2, 5).bfloat16().relu(),
+    "float64": lambda: torch.randn(17, dtype=torch.float64).relu(),
+    "transposed": lambda: torch.arange(12.0).reshape(3, 4).t(),
+    "over 2**24": lambda: torch.relu(torch.randn(2**24 + 3)),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_statistics_match_torch(name: str) -> None:
+    torch.manual_seed(0)
+    t = CASES[name]()
+    got = ActivationStats()(t)
+    assert got is not None
+    mean, std, low, high, zeros = truth(t)
+    assert same(got.mean, mean, 1e-6)
+    assert same(got.std, std, 1e-5)
+    assert same(got.min, low, 0) and same(got.max, high, 0)
+    assert got.zero_fraction == zeros  # an exact count, NaN not counted as zero
+
+
+def test_a_tensor_changed_in_place_is_measured_again() -> None:
+    measure = ActivationStats()
+    t = torch.relu(torch.randn(1000))
+    first = measure(t)
+    assert measure(t) is first  # the same tensor, unchanged: measured once
+    t.zero_()
+    again = measure(t)
+    assert again is not None and again.zero_fraction == 1.0 and again.max == 0.0
+
+
+def test_a_new_tensor_with_the_same_values_reuses_nothing_stale() -> None:
+    measure = ActivationStats()
+    a = measure(torch.ones(64))
+    b = measure(torch.full((64,), 2.0))
+    assert a is not None and b is not None and (a.mean, b.mean) == (1.0, 2.0)
+
+
+def test_nothing_to_measure() -> None:
+    measure = ActivationStats()
+    assert measure(torch.empty(0)) is None
+    assert measure(torch.empty(3, device="meta")) is None
+    assert measure((1, "x")) is None
