@@ -21,6 +21,7 @@ against real CPU forwards, including inputs that fail.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
@@ -460,6 +461,51 @@ META_RULES: dict[Any, Callable[..., Any]] = {
 }
 
 
+#: In-place random fills of a tensor: on ``meta`` there are no values to fill.
+_RANDOM_FILLS = ("uniform_", "normal_", "bernoulli_", "cauchy_", "exponential_", "geometric_", "log_normal_", "random_")
+
+
+class MetaBuild(TorchFunctionMode):
+    """Build a model on ``meta`` without initialising it: ``torch.device("meta")`` that also makes
+    ``torch.nn.init``'s functions and a tensor's random fills return their tensor untouched.
+
+    A ``meta`` tensor has no values, so initialising one changes nothing but costs Python time
+    (about half of building the seed on ``meta``). One mode does both jobs: stacking a second
+    function mode over ``torch.device`` would cost more than the initialisation it skips. A mode is
+    thread-local, unlike a patch, so another thread building a real model is not affected.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        import torch.nn.init as init
+        from torch.utils._device import _device_constructors
+
+        names = [n for n in dir(init) if n.endswith("_") and not n.startswith("_")]
+        self._skip = frozenset(
+            [getattr(init, n) for n in names] + [getattr(torch.Tensor, n) for n in _RANDOM_FILLS]
+        )
+        self._constructors = _device_constructors()
+        self._meta = torch.device("meta")
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self._skip:
+            # torch.nn.init passes its tensor by keyword; a tensor method gets it as ``self``
+            t = args[0] if args else kwargs.get("tensor")
+            if getattr(t, "is_meta", False):
+                return t
+        if func in self._constructors and kwargs.get("device") is None:
+            kwargs["device"] = self._meta
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def building_on_meta() -> Iterator[None]:
+    """Build under this to put a model on ``meta`` without initialising it (see :class:`MetaBuild`)."""
+    with MetaBuild():
+        yield
+
+
 class CpuAttentionOnMeta(TorchFunctionMode):
     """On ``meta``, run ``scaled_dot_product_attention`` as the CPU would: its flash kernel.
 
@@ -467,7 +513,8 @@ class CpuAttentionOnMeta(TorchFunctionMode):
     CPU picks ``_scaled_dot_product_flash_attention_for_cpu``, which saves Q, K, V, the output and
     the log-sum-exp. A shape-only ``--train`` trace must save what the CPU saves, so where the CPU
     would take its flash kernel (4-D, one dtype, one head size, no grouped-query heads) this
-    calls it; the MACs are the same either way.
+    calls it. The MACs are the same either way; the shapes of the operation-level rows are not
+    (the math backend folds the heads into the batch), so every trace of a ``meta`` model uses it.
     """
 
     def __torch_function__(self, func, types, args=(), kwargs=None):

@@ -608,7 +608,9 @@ def hooked(
                 handles.append(module.register_forward_hook(recorder.post, with_kwargs=True))
             if ops:
                 stack.enter_context(_mha_fastpath_off())
-                stack.enter_context(CpuAttentionOnMeta())
+                first = next(model.parameters(), None)
+                if first is None or first.is_meta:  # a real device runs its own kernel already
+                    stack.enter_context(CpuAttentionOnMeta())
                 stack.enter_context(OpMode(recorder, shortcuts=True))
             if train:
                 stack.enter_context(torch.autograd.graph.saved_tensors_hooks(recorder.pack, _unpack))

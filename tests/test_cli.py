@@ -115,3 +115,30 @@ def test_console_script_in_a_real_subprocess():
 def test_options_that_cannot_apply_are_refused_before_any_output(cli, args):
     result = cli(*args, code=2)
     assert not result.stdout and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "stdout_has", "stderr_has"),
+    [
+        (["--debug", "summary", "--base-dim", "8", "--format", "json"], 0, '"base_dim": 8', None),
+        (["tree", "--base-dim", "8"], 0, "621,810 params", None),
+        (["--help"], 0, "compare", None),
+        (["nosuch"], 2, None, "No such command 'nosuch'"),
+        (["summary", "--help"], 0, "--base-dim", None),
+    ],
+)
+def test_console_script_registers_the_named_command_and_still_knows_the_others(
+    argv, code, stdout_has, stderr_has
+):
+    # main() registers only the command named on the line; the rest of the CLI must not notice
+    out = subprocess.run(
+        [sys.executable, "-m", "resnet_trace", *argv], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == code, out.stderr
+    if stdout_has:
+        assert stdout_has in out.stdout
+    if stderr_has:
+        assert stderr_has in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    if argv == ["--help"]:
+        for word in ("summary", "run", "check", "diff", "schema", "graph", "tree"):
+            assert word in out.stdout

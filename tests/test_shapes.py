@@ -9,6 +9,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch import nn
 
 from resnet_trace.api import build_target, trace_run, trace_shapes
 from resnet_trace.spec import ModelSpec
@@ -341,3 +342,29 @@ def test_shape_only_traces_import_neither_sympy_nor_dynamo():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_a_meta_build_skips_initialisation_and_nothing_else():
+    import threading
+
+    from resnet_trace.model import ResNet
+    from resnet_trace.ops import building_on_meta
+
+    with torch.device("meta"):
+        plain = ResNet(16, 3)
+    with building_on_meta():
+        fast = ResNet(16, 3)
+        made_here = torch.empty(2, 3)
+        real = torch.zeros(4, device="cpu")
+        nn.init.uniform_(real, 1.0, 2.0)  # a real tensor is still filled
+        other: list[torch.Tensor] = []
+        # another thread is outside the (thread-local) mode: its model is real and initialised
+        thread = threading.Thread(target=lambda: other.append(nn.Linear(3, 4).weight.detach().clone()))
+        thread.start()
+        thread.join()
+    assert made_here.is_meta and bool((real >= 1.0).all()) and bool((real <= 2.0).all())
+    assert not other[0].is_meta and bool(other[0].abs().sum() > 0)
+    assert [(n, p.shape, p.dtype, p.is_meta) for n, p in plain.named_parameters()] == [
+        (n, p.shape, p.dtype, p.is_meta) for n, p in fast.named_parameters()
+    ]
+    assert [(n, type(m)) for n, m in plain.named_modules()] == [(n, type(m)) for n, m in fast.named_modules()]
