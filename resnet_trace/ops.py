@@ -116,13 +116,20 @@ class OpObserver(Protocol):
     def on_op(self, func: Any, args: tuple, kwargs: dict, out: Any, macs: int) -> None: ...
 
 
+#: On ``meta``, only the math decomposition of ``scaled_dot_product_attention`` runs this operation.
+_SDPA_MATH_MARK = torch.ops.aten._safe_softmax.default
+
+
 class OpMode(TorchDispatchMode):
     """Count and report every operation; answer common ``meta`` operations without PyTorch's meta kernels."""
 
-    def __init__(self, observer: OpObserver, *, shortcuts: bool = True) -> None:
+    def __init__(
+        self, observer: OpObserver, *, shortcuts: bool = True, watch_attention: bool = False
+    ) -> None:
         super().__init__()
         self.observer = observer
         self.shortcuts = shortcuts
+        self.watch_attention = watch_attention
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
@@ -135,6 +142,8 @@ class OpMode(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = NotImplemented
+        if self.watch_attention and func is _SDPA_MATH_MARK and args and getattr(args[0], "is_meta", False):
+            raise MathAttentionOnMeta
         if self.shortcuts:
             rule = META_RULES.get(func)
             if rule is not None and args and getattr(args[0], "is_meta", False):
@@ -462,7 +471,16 @@ META_RULES: dict[Any, Callable[..., Any]] = {
 
 
 #: In-place random fills of a tensor: on ``meta`` there are no values to fill.
-_RANDOM_FILLS = ("uniform_", "normal_", "bernoulli_", "cauchy_", "exponential_", "geometric_", "log_normal_", "random_")
+_RANDOM_FILLS = (
+    "uniform_",
+    "normal_",
+    "bernoulli_",
+    "cauchy_",
+    "exponential_",
+    "geometric_",
+    "log_normal_",
+    "random_",
+)
 
 
 class MetaBuild(TorchFunctionMode):
@@ -504,6 +522,19 @@ def building_on_meta() -> Iterator[None]:
     """Build under this to put a model on ``meta`` without initialising it (see :class:`MetaBuild`)."""
     with MetaBuild():
         yield
+
+
+class MathAttentionOnMeta(BaseException):
+    """Raised by an ``OpMode`` that watches for attention: a ``meta`` forward took SDPA's math path.
+
+    The function mode that routes attention to the CPU's kernel (:class:`CpuAttentionOnMeta`) costs
+    every torch call of a forward, which is 40% of a shape-only trace of the seed, a model with no
+    attention. So a ``meta`` trace starts without it while its operation mode watches for
+    ``_safe_softmax``, which on ``meta`` only the math decomposition of
+    ``scaled_dot_product_attention`` produces. Seeing one, it raises this, and the tracer starts
+    the forward again with the function mode on. A ``BaseException``, so that a model's own
+    ``except Exception`` does not swallow it.
+    """
 
 
 class CpuAttentionOnMeta(TorchFunctionMode):

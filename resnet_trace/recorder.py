@@ -584,10 +584,15 @@ def hooked(
     ops: bool = True,
     find_blocks: bool = False,
     train: bool = False,
+    cpu_attention: bool = False,
 ) -> Iterator[Recorder]:
     """Hook the modules of ``model`` (or just those in ``only``) and, with ``ops``, watch its operations.
 
-    Always removes the hooks, leaves the operation mode and restores every ``training`` flag.
+    On a ``meta`` model, ``cpu_attention`` routes attention to the CPU's kernel
+    (:class:`~resnet_trace.ops.CpuAttentionOnMeta`); without it, the operation mode raises
+    :class:`~resnet_trace.ops.MathAttentionOnMeta` at the first attention, for the caller to start
+    again with it. Always removes the hooks, leaves the operation mode and restores every
+    ``training`` flag.
     """
     recorder = Recorder(
         model,
@@ -609,9 +614,12 @@ def hooked(
             if ops:
                 stack.enter_context(_mha_fastpath_off())
                 first = next(model.parameters(), None)
-                if first is None or first.is_meta:  # a real device runs its own kernel already
+                on_meta = first is None or first.is_meta  # a real device runs its own kernel already
+                if on_meta and cpu_attention:
                     stack.enter_context(CpuAttentionOnMeta())
-                stack.enter_context(OpMode(recorder, shortcuts=True))
+                stack.enter_context(
+                    OpMode(recorder, shortcuts=True, watch_attention=on_meta and not cpu_attention)
+                )
             if train:
                 stack.enter_context(torch.autograd.graph.saved_tensors_hooks(recorder.pack, _unpack))
             yield recorder

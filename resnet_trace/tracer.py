@@ -7,6 +7,7 @@ module runs the forward under it and freezes what it saw.
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from resnet_trace.modtree import param_count
+from resnet_trace.modtree import ParamIndex, param_count
+from resnet_trace.ops import MathAttentionOnMeta
 from resnet_trace.recorder import HookFailure, OpenRow, Recorder, hooked, row_keys
 from resnet_trace.records import ConvInfo, Depth, Kind, OutputInfo, Row, Shape, Totals
 from resnet_trace.target import Target
@@ -42,26 +44,43 @@ def run_forward(
     """One hooked forward. ``eval()`` under ``no_grad``, or with ``train`` in ``train()`` with autograd
     recording what it saves. Any exception from the model's code is the model's failure;
     a bug in our hooks is raised."""
-    out = None
-    failure: BaseException | None = None
     model = target.model
     blocks = target.block_types if block_types is None else block_types
-    with hooked(
-        model, blocks, stats=stats, leaf_stats=leaf_stats, train=train, find_blocks=find_blocks
-    ) as rec:
-        model.train(train)
-        grad = torch.enable_grad() if train else torch.no_grad()
-        try:
-            with grad:
-                out = model(**x) if isinstance(x, dict) else model(x)
-        except HookFailure:
-            raise
-        except KeyboardInterrupt:
-            raise
-        except BaseException as exc:  # the model's own code failed on this input (SystemExit too)
-            failure = exc
-            rec.failure = rec.failing_module()
-    return Forward(rec, out, failure)
+    while True:
+        out = None
+        failure: BaseException | None = None
+        attention = model in _ATTENTION_ON_META
+        with hooked(
+            model,
+            blocks,
+            stats=stats,
+            leaf_stats=leaf_stats,
+            train=train,
+            find_blocks=find_blocks,
+            cpu_attention=attention,
+        ) as rec:
+            model.train(train)
+            grad = torch.enable_grad() if train else torch.no_grad()
+            try:
+                with grad:
+                    out = model(**x) if isinstance(x, dict) else model(x)
+            except (HookFailure, KeyboardInterrupt):
+                raise
+            except MathAttentionOnMeta:
+                pass  # start again below, with attention as the CPU runs it
+            except BaseException as exc:  # the model's own code failed on this input (SystemExit too)
+                failure = exc
+                rec.failure = rec.failing_module()
+            else:
+                return Forward(rec, out, failure)
+        if failure is not None or attention:
+            return Forward(rec, out, failure)
+        _ATTENTION_ON_META[model] = True
+
+
+#: Models seen to use attention on ``meta``: their later traces route it to the CPU's kernel from
+#: the start (see :class:`~resnet_trace.ops.MathAttentionOnMeta`).
+_ATTENTION_ON_META: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
 
 
 def find_block_types(target: Target, x: Any) -> tuple[type[nn.Module], ...]:
@@ -90,10 +109,6 @@ def find_block_types(target: Target, x: Any) -> tuple[type[nn.Module], ...]:
 
 
 # -- freezing ---------------------------------------------------------------------------------
-def _unread_under(module: nn.Module, read: set[int], recurse: bool = True) -> int:
-    return sum(p.numel() for p in module.parameters(recurse=recurse) if id(p) not in read)
-
-
 def _conv_info(module: nn.Module | None) -> ConvInfo | None:
     if not isinstance(module, nn.Conv2d):
         return None
@@ -155,6 +170,7 @@ def freeze_rows(
         if r.kind is Kind.BLOCK and r.stage is not None:
             blocks_per_stage[id(r.stage)] = blocks_per_stage.get(id(r.stage), 0) + 1
     read = rec.read
+    index = ParamIndex()
     rows = []
     for r in kept:
         parent = parent_of(r)
@@ -183,20 +199,14 @@ def freeze_rows(
                 depth=depth,
                 in_shape=r.in_shape,
                 out_shape=r.out_shape,
-                params=(
-                    0
-                    if module is None
-                    else sum(p.numel() for p in module.parameters(recurse=False))
-                    if r.own
-                    else param_count(module)
-                ),
+                params=0 if module is None else index.count(module, recurse=not r.own),
                 macs=r.macs,
                 parent=names[id(parent)] if parent is not None else None,
                 stage=names.get(id(r.stage)) if r.stage is not None and id(r.stage) in kept_ids else None,
                 down=r.down,
                 skip=("+".join(skips) if skips else "none") if skips is not None else None,
                 skips=skips,
-                params_unused=0 if module is None else _unread_under(module, read, recurse=not r.own),
+                params_unused=0 if module is None else index.unread(module, read, recurse=not r.own),
                 module_type=type(module).__name__ if module is not None else None,
                 conv=_conv_info(module) if r.depth is Depth.LAYER and not r.own else None,
                 blocks=blocks_per_stage.get(id(r)) if r.kind is Kind.STAGE else None,
