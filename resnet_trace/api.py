@@ -22,22 +22,29 @@ from torch import nn
 
 from resnet_trace.diagnosis import diagnose
 from resnet_trace.errors import UsageError
+from resnet_trace.layout import BASE_DIM, NUM_CLASSES
 from resnet_trace.modtree import module_tree
 from resnet_trace.records import (
+    CUSTOM,
     Comparison,
     Depth,
+    Device,
     Differences,
+    DType,
+    Head,
     Kind,
     ModelInfo,
     ModuleTree,
+    Optimizer,
     Report,
     RunInfo,
     Shape,
     Trace,
     TraceError,
     TreeNode,
+    Variant,
 )
-from resnet_trace.spec import ModelSpec
+from resnet_trace.spec import ModelSpec, word
 from resnet_trace.target import Target, builtin_target, first_conv_channels
 from resnet_trace.tracer import (
     find_block_types,
@@ -49,30 +56,36 @@ from resnet_trace.tracer import (
     totals,
 )
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = {DType.FLOAT32: torch.float32, DType.FLOAT16: torch.float16, DType.BFLOAT16: torch.bfloat16}
 
 
-def resolve_device(name: str) -> str:
+def dtype_of(dtype: DType | str) -> torch.dtype:
+    """The torch dtype of a :class:`DType` or its word; InvalidValue naming any other value."""
+    return DTYPES[word("dtype", DType, dtype)]
+
+
+def resolve_device(name: Device | str) -> Device:
     """``auto`` picks cuda when present; a device that is not here is a usage error."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
+    device = word("device", Device, name)
+    if device is Device.AUTO:
+        return Device.CUDA if torch.cuda.is_available() else Device.CPU
+    if device is Device.CUDA and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available on this machine (try --device cpu)")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+    if device is Device.MPS and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
         raise UsageError("--device mps: no MPS device is available on this machine (try --device cpu)")
-    if name not in ("cpu", "cuda", "mps", "meta"):
-        raise UsageError(f"--device {name!r}: expected cpu, cuda, mps, meta or auto")
-    return name
+    return device
 
 
 def device_memory(device: str) -> int | None:
     """Free memory on an accelerator; ``None`` for the CPU (the guard reads the host's)."""
-    if device == "cuda":
+    if device == Device.CUDA:
         return int(torch.cuda.mem_get_info()[0])
     return None
 
 
-def build_target(spec: ModelSpec, *, device: str = "meta", init_seed: int | None = None) -> Target:
+def build_target(spec: ModelSpec, *, device: str = Device.META, init_seed: int | None = None) -> Target:
     """The built-in seed model (see :func:`resnet_trace.target.builtin_target`)."""
     return builtin_target(
         spec.base_dim, spec.num_classes, spec.variant, spec.head, device=device, init_seed=init_seed
@@ -95,8 +108,8 @@ def model_target(
         info=ModelInfo(
             base_dim=None,
             num_classes=None,
-            variant="custom",
-            head="custom",
+            variant=CUSTOM,
+            head=CUSTOM,
             source=source,
             block=",".join(t.__name__ for t in block_types),
             skip=(),
@@ -137,7 +150,7 @@ def resolve_blocks(
 
 def with_found_blocks(target: Target, input_shape: Shape) -> Target:
     """Find the blocks of a model traced without ``block``: a shape-only pass watches residual adds."""
-    x = torch.empty(tuple(input_shape), device="meta", dtype=_param_dtype(target.model))
+    x = torch.empty(tuple(input_shape), device=Device.META, dtype=_param_dtype(target.model))
     if not _is_meta(target.model):
         x = torch.zeros(
             tuple(input_shape), dtype=_param_dtype(target.model), device=_param_device(target.model)
@@ -157,7 +170,7 @@ def _param_dtype(model: nn.Module) -> torch.dtype:
 
 
 def _param_device(model: nn.Module) -> torch.device:
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
+    return next((p.device for p in model.parameters()), torch.device(Device.CPU))
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -191,7 +204,7 @@ def trace_shapes(
     check_channels(target, input_shape)
     dtype = _param_dtype(target.model)
     meta = _is_meta(target.model) or not list(target.model.parameters())
-    device = "meta" if meta else str(_param_device(target.model))
+    device = str(Device.META) if meta else str(_param_device(target.model))
     x = torch.empty(tuple(input_shape), device=device, dtype=dtype)
     if not meta:
         x = torch.zeros(tuple(input_shape), device=device, dtype=dtype)
@@ -201,7 +214,7 @@ def trace_shapes(
     return Trace(
         command=command,
         model=target.info,
-        device=device if not meta else "meta",
+        device=device,
         dtype=_dtype_name(dtype),
         input_shape=tuple(input_shape),
         output_shape=output_shape(fwd.output) if fwd.failure is None else None,
@@ -216,7 +229,7 @@ def trace_shapes(
 def trace_tree(target: Target, input_shape: Shape) -> tuple[TreeNode, TraceError | None]:
     """The module tree, marked with what ran in a shape-only trace of ``input_shape``."""
     check_channels(target, input_shape)
-    x = torch.empty(tuple(input_shape), device="meta", dtype=_param_dtype(target.model))
+    x = torch.empty(tuple(input_shape), device=Device.META, dtype=_param_dtype(target.model))
     fwd = run_forward(target, x)
     error = None
     if fwd.failure is not None:
@@ -249,7 +262,7 @@ def trace_run(
 
     check_channels(target, tuple(int(d) for d in x.shape))
     device = x.device.type
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync = torch.cuda.synchronize if device == Device.CUDA else (lambda: None)
     sync()
     t0 = time.perf_counter()
     fwd = run_forward(target, x, stats=True, leaf_stats=leaves)
@@ -258,7 +271,7 @@ def trace_run(
     rec = fwd.recorder
     times = None
     overhead_ms = None
-    if fwd.failure is None and (repeat > 1 or device == "cuda"):
+    if fwd.failure is None and (repeat > 1 or device == Device.CUDA):
         row_modules = {id(r.module) for r in rec.rows if r.module is not None and r.depth is not Depth.LAYER}
         timings = timed_forwards(target, x, max(repeat, 1), row_modules, progress, leaves=leaves)
         times = timings.per_row
@@ -269,7 +282,7 @@ def trace_run(
     out = first_tensor(fwd.output) if fwd.failure is None else None
     if isinstance(fwd.output, dict) and isinstance(fwd.output.get("logits"), torch.Tensor):
         out = fwd.output["logits"]
-    if out is not None and out.device.type != "meta" and out.is_floating_point():
+    if out is not None and out.device.type != Device.META and out.is_floating_point():
         values = out.detach().float().cpu()
         if values.dim() == 2 and values.shape[1] > 1:
             k = min(top_k, values.shape[1])
@@ -310,7 +323,7 @@ def _nested(value: object) -> object:
 
 
 def random_input(
-    shape: Shape, *, seed: int, device: str = "cpu", dtype: torch.dtype = torch.float32
+    shape: Shape, *, seed: int, device: str = Device.CPU, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
     """The ``run`` input: standard normal, from a generator seeded with ``seed``."""
     gen = torch.Generator().manual_seed(seed)
@@ -321,24 +334,24 @@ def trace(
     *,
     model: nn.Module | None = None,
     block: str | type[nn.Module] | Sequence[str | type[nn.Module]] | None = None,
-    base_dim: int = 64,
-    num_classes: int = 2,
+    base_dim: int = BASE_DIM,
+    num_classes: int = NUM_CLASSES,
     input_shape: Sequence[int] | None = None,
-    variant: str = "seed",
-    head: str = "avgpool7",
+    variant: Variant | str = Variant.SEED,
+    head: Head | str = Head.AVGPOOL7,
     real: bool = False,
     seed: int = 0,
     weights: str | os.PathLike[str] | None = None,
     input_file: str | os.PathLike[str] | None = None,
     repeat: int = 1,
     top_k: int = 5,
-    device: str = "cpu",
-    dtype: str = "float32",
+    device: Device | str = Device.CPU,
+    dtype: DType | str = DType.FLOAT32,
     depth: Depth | str = Depth.BLOCK,
     collapse: bool = False,
     filter: str | None = None,
     train: bool = False,
-    optimizer: str = "adam",
+    optimizer: Optimizer | str = Optimizer.ADAM,
     budget: int | str | None = None,
     backward: bool = False,
     target: int = 0,
@@ -411,12 +424,12 @@ def make_target(
     model_ref: str | None = None,
     base_dim: int | None = None,
     num_classes: int | None = None,
-    variant: str = "seed",
-    head: str = "avgpool7",
+    variant: Variant | str = Variant.SEED,
+    head: Head | str = Head.AVGPOOL7,
     model_args: dict[str, Any] | None = None,
     block: str | None = None,
     skip: Sequence[str] | None = None,
-    device: str = "meta",
+    device: str = Device.META,
     init_seed: int | None = None,
 ) -> Target:
     """The built-in seed (``model_ref=None``) or the user's ``PATH.py:NAME`` built with the arguments given.
@@ -425,13 +438,14 @@ def make_target(
     """
     from resnet_trace.spec import check_spec
 
+    variant, head = word("variant", Variant, variant), word("head", Head, head)
     if model_ref is None:
         if model_args:
             raise UsageError(
                 "--model-arg passes arguments to --model; the built-in model takes --base-dim, --num-classes"
             )
         spec = check_spec(
-            base_dim=64 if base_dim is None else base_dim,
+            base_dim=BASE_DIM if base_dim is None else base_dim,
             num_classes=2 if num_classes is None else num_classes,
             variant=variant,
             head=head,
@@ -440,7 +454,7 @@ def make_target(
         if block is not None and block != "BottleNeck":
             target = dataclasses.replace(target, block_types=resolve_blocks(target.model, block)[0])
     else:
-        if (variant, head) != ("seed", "avgpool7"):
+        if variant is not Variant.SEED or head is not Head.AVGPOOL7:
             raise UsageError(
                 "--variant and --head change the built-in model; with --model, edit your own file"
             )
@@ -478,16 +492,16 @@ def summary_traces(
     model_ref: str | None = None,
     base_dim: int | None = None,
     num_classes: int | None = None,
-    variant: str = "seed",
-    head: str = "avgpool7",
+    variant: Variant | str = Variant.SEED,
+    head: Head | str = Head.AVGPOOL7,
     model_args: dict[str, Any] | None = None,
     block: str | None = None,
     skip: Sequence[str] | None = None,
     train: bool = False,
-    optimizer: str = "adam",
+    optimizer: Optimizer | str = Optimizer.ADAM,
     budget: int | str | None = None,
     command: str = "summary",
-    dtype: str = "float32",
+    dtype: DType | str = DType.FLOAT32,
 ) -> list[Trace]:
     """``resnet-trace summary``: a shape-only trace of each input (the model's default input when none)."""
     target = make_target(
@@ -502,8 +516,8 @@ def summary_traces(
     )
     shapes = list(inputs) if inputs else [default_input(target)]
     target = ensure_blocks(target, shapes[0])
-    if dtype != "float32":
-        target.model.to(dtype=DTYPES[dtype])
+    if word("dtype", DType, dtype) is not DType.FLOAT32:  # the models are built in float32
+        target.model.to(dtype=dtype_of(dtype))
     traces = [trace_shapes(target, s, command=command, train=train) for s in shapes]
     if model_ref is not None and any(t.error is not None for t in traces):
         traces = _cpu_fallback(traces, target, model_ref, base_dim, num_classes, model_args, command, train)
@@ -539,7 +553,7 @@ def _cpu_fallback(
                 base_dim=base_dim,
                 num_classes=num_classes,
                 model_args=model_args,
-                device="cpu",
+                device=Device.CPU,
                 init_seed=0,
             )
             cpu = dataclasses.replace(cpu, block_types=target.block_types, info=target.info)
@@ -561,16 +575,16 @@ def run_traces(
     model_ref: str | None = None,
     base_dim: int | None = None,
     num_classes: int | None = None,
-    variant: str = "seed",
-    head: str = "avgpool7",
+    variant: Variant | str = Variant.SEED,
+    head: Head | str = Head.AVGPOOL7,
     model_args: dict[str, Any] | None = None,
     block: str | None = None,
     skip: Sequence[str] | None = None,
     seed: int = 0,
     repeat: int = 1,
     top_k: int = 5,
-    device: str = "cpu",
-    dtype: str = "float32",
+    device: Device | str = Device.CPU,
+    dtype: DType | str = DType.FLOAT32,
     leaves: bool = False,
     progress: Callable[[int], None] | None = None,
     backward: bool = False,
@@ -589,7 +603,7 @@ def run_traces(
     if input_file is not None and inputs:
         raise UsageError("give --input or --input-file, not both")
     dev = resolve_device(device)
-    torch_dtype = DTYPES[dtype]
+    torch_dtype = dtype_of(dtype)
     choice: dict[str, Any] = dict(
         model_ref=model_ref,
         base_dim=base_dim,
@@ -603,20 +617,20 @@ def run_traces(
     meta_target = make_target(**choice)
     x_file = None
     if input_file is not None:
-        room = device_memory(dev) if dev != "meta" else None
+        room = device_memory(dev) if dev is not Device.META else None
         what = f"--input-file {str(input_file)!r}"
 
         def fits(shape: tuple[int, ...]) -> None:
             """Checked from the file's header, before any data is copied: channels, then memory."""
             check_channels(meta_target, shape, what=what)
-            if dev != "meta":
+            if dev is not Device.META:
                 found = ensure_blocks(meta_target, shape)
                 try:
                     guard(
                         trace_shapes(found, shape),
                         torch_dtype.itemsize,
                         available=room,
-                        where="memory" if dev == "cpu" else f"{dev} memory",
+                        where="memory" if dev is Device.CPU else f"{dev} memory",
                     )
                 except UsageError as exc:
                     raise UsageError(f"{what} was not read: {exc}") from None
@@ -626,7 +640,7 @@ def run_traces(
     else:
         shapes = list(inputs) if inputs else [default_input(meta_target)]
     meta_target = ensure_blocks(meta_target, shapes[0])
-    if dev == "meta":
+    if dev is Device.META:
         if weights is not None:
             raise UsageError("--weights needs a real device: --device meta traces shapes only")
         meta_target.model.to(dtype=torch_dtype)
@@ -637,15 +651,15 @@ def run_traces(
             trace_shapes(meta_target, s),
             torch_dtype.itemsize,
             available=room,
-            where="memory" if dev == "cpu" else f"{dev} memory",
+            where="memory" if dev is Device.CPU else f"{dev} memory",
         )
     if weights is not None:
         target = meta_target
         spec = ModelSpec(
-            base_dim=target.info.base_dim or 64,
-            num_classes=target.info.num_classes or 2,
-            variant=variant,
-            head=head,
+            base_dim=target.info.base_dim or BASE_DIM,
+            num_classes=target.info.num_classes or NUM_CLASSES,
+            variant=Variant(variant),  # checked by make_target above
+            head=Head(head),
         )
         load_weights(Path(weights), target.model, spec)
         target.model.to(device=dev, dtype=torch_dtype)
@@ -700,8 +714,8 @@ def check(
     base_dim: int | None = None,
     num_classes: int | None = None,
     inputs: Sequence[Shape] | None = None,
-    variant: str | None = None,
-    head: str | None = None,
+    variant: Variant | str | None = None,
+    head: Head | str | None = None,
     model: str | None = None,
 ) -> Differences:
     """Re-trace the configuration recorded in ``golden`` (or the overrides) and compare every field.
@@ -728,33 +742,45 @@ def check(
                 f"{str(golden)!r} was traced from {source!r}; check never runs code a data file names: "
                 f"pass --model {source} yourself if you trust it"
             )
-        var: str = variant or (str(m["variant"]) if m.get("variant") in ("seed", "fixed") else "seed")
-        hd: str = head or (str(m["head"]) if m.get("head") in ("avgpool7", "adaptive") else "avgpool7")
+        # The seed's options: the overrides, else the words the document recorded (a model of your
+        # own records "custom": its code decides), else make_target's defaults.
+        words: dict[str, Any] = {}
+        for field, kind, given in (("variant", Variant, variant), ("head", Head, head)):
+            if given is not None:
+                words[field] = word(field, kind, given)
+            elif model is None and m.get(field) in [w.value for w in kind]:
+                words[field] = m[field]
         bd = base_dim if base_dim is not None else m.get("base_dim")
         nc = num_classes if num_classes is not None else m.get("num_classes")
         if model is None:
-            bd, nc = bd or 64, nc or 2
+            bd, nc = bd or BASE_DIM, nc or NUM_CLASSES
         block = m.get("block") if model is not None and not m.get("block_found") else None
         # The arguments your model was built with, recorded as Python literals; read as data
         # (ast.literal_eval), and passed only to the code you named with ``model``.
         args = _recorded_args(m) if model is not None else {}
-        key = (model, bd, nc, var, hd, block, tuple(sorted(m.get("args", {}).items())) if args else ())
+        key = (
+            model,
+            bd,
+            nc,
+            tuple(sorted(words.items())),
+            block,
+            tuple(sorted(m.get("args", {}).items())) if args else (),
+        )
         if key not in targets:
             targets[key] = make_target(
                 model_ref=model,
                 base_dim=bd,
                 num_classes=nc,
-                variant=var if model is None else "seed",
-                head=hd if model is None else "avgpool7",
                 model_args=args,
                 block=block,
+                **words,
             )
         target = ensure_blocks(targets[key], tuple(shape))
         t = trace_shapes(target, tuple(shape))
         got_docs.append(
             report(
                 t,
-                depth=doc.get("depth", "block"),
+                depth=doc.get("depth", Depth.BLOCK),
                 collapse=bool(doc.get("collapsed")),
                 filter=doc.get("filter"),
             ).to_dict()
@@ -792,10 +818,10 @@ def diff(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> Differences:
 
 def compare(
     *,
-    base_dim: int = 64,
-    num_classes: int = 2,
+    base_dim: int = BASE_DIM,
+    num_classes: int = NUM_CLASSES,
     input_shape: Sequence[int] = (1, 3, 224, 224),
-    head: str = "avgpool7",
+    head: Head | str = Head.AVGPOOL7,
     train: bool = False,
     seed: int = 0,
     target: int = 0,
@@ -810,7 +836,7 @@ def compare(
 
     shape = check_shape(input_shape)
     reports = []
-    for variant in ("seed", "fixed"):
+    for variant in Variant:
         spec = check_spec(base_dim=base_dim, num_classes=num_classes, variant=variant, head=head)
         shaped = trace_shapes(build_target(spec), shape, train=train)
         if train and shaped.error is None:
@@ -843,8 +869,8 @@ def tree(
     model_ref: str | None = None,
     base_dim: int | None = None,
     num_classes: int | None = None,
-    variant: str = "seed",
-    head: str = "avgpool7",
+    variant: Variant | str = Variant.SEED,
+    head: Head | str = Head.AVGPOOL7,
     model_args: dict[str, Any] | None = None,
     block: str | None = None,
     input_shape: Sequence[int] | None = None,
@@ -866,7 +892,11 @@ def tree(
 
 # -- the training view -------------------------------------------------------------------------------
 def with_train(
-    target: Target, trace: Trace, *, optimizer: str = "adam", budget: int | str | None = None
+    target: Target,
+    trace: Trace,
+    *,
+    optimizer: Optimizer | str = Optimizer.ADAM,
+    budget: int | str | None = None,
 ) -> Trace:
     """``trace`` (made with ``train=True``) with the memory of one training step, and the batch that fits.
 
@@ -875,7 +905,7 @@ def with_train(
     """
     from resnet_trace.training import parse_budget, train_info
 
-    opt = _optimizer(optimizer)
+    opt = word("optimizer", Optimizer, optimizer)
     budget_bytes = parse_budget(budget) if isinstance(budget, str) else budget
     if budget_bytes is not None:
         from resnet_trace.spec import integer
@@ -911,24 +941,13 @@ def with_train(
     return dataclasses.replace(trace, train=info)
 
 
-def _optimizer(name: str) -> Any:
-    from resnet_trace.spec import InvalidValue
-    from resnet_trace.training import Optimizer
-
-    try:
-        return Optimizer(name)
-    except ValueError:
-        choices = ", ".join(o.value for o in Optimizer)
-        raise InvalidValue("optimizer", f"optimizer must be one of {choices}, not {name!r}") from None
-
-
 def with_backward(
     meta_target: Target, target: Target, trace: Trace, x: torch.Tensor, *, target_class: int
 ) -> Trace:
     """``trace`` (a real forward) with a real backward of cross-entropy against ``target_class``:
     per block the gradient norms, and the measured peak beside the predicted one."""
     from resnet_trace.recorder import keep_training_flags
-    from resnet_trace.training import Optimizer, backward_step, train_info, with_measurement
+    from resnet_trace.training import backward_step, train_info, with_measurement
 
     if trace.error is not None:
         return trace

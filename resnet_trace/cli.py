@@ -16,9 +16,10 @@ from typing import Annotated, Any
 import typer
 
 from resnet_trace import __version__
-from resnet_trace.cliio import OneLineErrors, _check_writable, _color, _say, write_output
+from resnet_trace.cliio import OneLineErrors, _check_writable, _color, _say, record_debug, write_output
 from resnet_trace.errors import ExitCode, UsageError
-from resnet_trace.records import Depth, Report
+from resnet_trace.layout import BASE_DIM, NUM_CLASSES
+from resnet_trace.records import Depth, Device, DType, Format, GraphFormat, Head, Optimizer, Report, Variant
 from resnet_trace.spec import expand_inputs, positive
 
 EXIT_CODES_HELP = (
@@ -28,46 +29,11 @@ EXIT_CODES_HELP = (
 )
 
 
-class Format(str, Enum):
-    table = "table"
-    json = "json"
-    jsonl = "jsonl"
-    csv = "csv"
-    markdown = "markdown"
-
-
-class Variant(str, Enum):
-    seed = "seed"
-    fixed = "fixed"
-
-
-class Head(str, Enum):
-    avgpool7 = "avgpool7"
-    adaptive = "adaptive"
-
-
-class DeviceName(str, Enum):
-    cpu = "cpu"
-    cuda = "cuda"
-    mps = "mps"
-    meta = "meta"
-    auto = "auto"
-
-
-class DType(str, Enum):
-    float32 = "float32"
-    float16 = "float16"
-    bfloat16 = "bfloat16"
-
-
 class TreeFormat(str, Enum):
-    table = "table"
-    json = "json"
+    """``tree``'s choice of two of the Formats: which renderer it calls is the CLI's concern."""
 
-
-class GraphFormat(str, Enum):
-    mermaid = "mermaid"
-    dot = "dot"
+    TABLE = Format.TABLE.value
+    JSON = Format.JSON.value
 
 
 app = typer.Typer(
@@ -88,12 +54,20 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
+# Before the command or after it (``resnet-trace --debug summary``, ``resnet-trace summary --debug``).
+# Its callback records it in the Click context, where OneLineErrors looks after an internal error;
+# no command reads the value itself.
+DebugOpt = Annotated[
+    bool, typer.Option("--debug", callback=record_debug, help="Show tracebacks of internal errors.")
+]
+
+
 @app.callback()
 def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of internal errors.")] = False,
+    debug: DebugOpt = False,
 ) -> None:
     """See inside the ResNet50 of a Korean code review."""
 
@@ -103,12 +77,15 @@ BaseDim = Annotated[
     int | None,
     typer.Option(
         "--base-dim",
-        help="Width of the stem; stages use 1-32x this (default 64). Passed to --model only when given.",
+        help=f"Width of the stem; stages use 1-32x this (default {BASE_DIM}). Passed to --model only when given.",
     ),
 ]
 NumClasses = Annotated[
     int | None,
-    typer.Option("--num-classes", help="Outputs of fc_layer (default 2). Passed to --model only when given."),
+    typer.Option(
+        "--num-classes",
+        help=f"Outputs of fc_layer (default {NUM_CLASSES}). Passed to --model only when given.",
+    ),
 ]
 ModelArgs = Annotated[
     list[str] | None,
@@ -162,14 +139,6 @@ SkipOpt = Annotated[
     typer.Option("--skip", help="Override: report these child modules as the skip path when they ran."),
 ]
 SvgOpt = Annotated[Path | None, typer.Option("--svg", help="Also save the table as an SVG picture.")]
-DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks of internal errors.")]
-
-
-class OptimizerName(str, Enum):
-    sgd = "sgd"
-    momentum = "momentum"
-    adam = "adam"
-    adamw = "adamw"
 
 
 TrainOpt = Annotated[
@@ -180,7 +149,7 @@ TrainOpt = Annotated[
     ),
 ]
 OptimizerOpt = Annotated[
-    OptimizerName,
+    Optimizer,
     typer.Option(
         "--optimizer",
         help="With --train: its state is 0x (sgd), 1x (momentum) or 2x (adam, adamw) the parameters.",
@@ -205,19 +174,19 @@ def _skip_names(skip: str | None) -> tuple[str, ...] | None:
 
 
 def render(reports: list[Report], fmt: Format, output: Path | None) -> str:
-    if fmt is Format.json:
+    if fmt is Format.JSON:
         from resnet_trace.render.data import render_json
 
         return render_json(reports)
-    if fmt is Format.jsonl:
+    if fmt is Format.JSONL:
         from resnet_trace.render.data import render_jsonl
 
         return render_jsonl(reports)
-    if fmt is Format.csv:
+    if fmt is Format.CSV:
         from resnet_trace.render.tabular import render_csv
 
         return render_csv(reports)
-    if fmt is Format.markdown:
+    if fmt is Format.MARKDOWN:
         from resnet_trace.render.tabular import render_markdown
 
         return render_markdown(reports)
@@ -263,7 +232,7 @@ def _finish(traces: list, reports: list[Report], fmt: Format, output: Path | Non
     for note in dict.fromkeys(n for t in traces for n in t.notes):
         _say(note)
     m = traces[0].model if traces else None
-    if m is not None and m.block_found and fmt in (Format.table, Format.markdown):
+    if m is not None and m.block_found and fmt in (Format.TABLE, Format.MARKDOWN):
         _say(
             f"note: blocks are {m.block or 'none found'} (the modules that add onto their input; set --block)"
         )
@@ -287,10 +256,10 @@ def summary(
     base_dim: BaseDim = None,
     num_classes: NumClasses = None,
     input: Inputs = None,
-    format: FormatOpt = Format.table,
+    format: FormatOpt = Format.TABLE,
     output: Output = None,
-    variant: VariantOpt = Variant.seed,
-    head: HeadOpt = Head.avgpool7,
+    variant: VariantOpt = Variant.SEED,
+    head: HeadOpt = Head.AVGPOOL7,
     depth: DepthOpt = Depth.BLOCK,
     collapse: CollapseOpt = False,
     filter: FilterOpt = None,
@@ -300,7 +269,7 @@ def summary(
     skip: SkipOpt = None,
     svg: SvgOpt = None,
     train: TrainOpt = False,
-    optimizer: OptimizerOpt = OptimizerName.adam,
+    optimizer: OptimizerOpt = Optimizer.ADAM,
     budget: BudgetOpt = None,
     debug: DebugOpt = False,
 ) -> int:
@@ -316,13 +285,13 @@ def summary(
         model_ref=model,
         base_dim=_opt_positive("--base-dim", base_dim),
         num_classes=_opt_positive("--num-classes", num_classes),
-        variant=variant.value,
-        head=head.value,
+        variant=variant,
+        head=head,
         model_args=parse_model_args(model_arg),
         block=block,
         skip=_skip_names(skip),
         train=train or budget is not None,
-        optimizer=optimizer.value,
+        optimizer=optimizer,
         budget=budget,
     )
     return _finish(traces, _reports(traces, depth, collapse, filter), format, output, svg)
@@ -353,13 +322,13 @@ def run(
     ] = 1,
     top_k: Annotated[int, typer.Option("--top-k", help="Classes to show per sample.")] = 5,
     device: Annotated[
-        DeviceName, typer.Option("--device", help="Where to run; auto picks cuda when present.")
-    ] = DeviceName.cpu,
-    dtype: Annotated[DType, typer.Option("--dtype", help="Parameter and input dtype.")] = DType.float32,
-    format: FormatOpt = Format.table,
+        Device, typer.Option("--device", help="Where to run; auto picks cuda when present.")
+    ] = Device.CPU,
+    dtype: Annotated[DType, typer.Option("--dtype", help="Parameter and input dtype.")] = DType.FLOAT32,
+    format: FormatOpt = Format.TABLE,
     output: Output = None,
-    variant: VariantOpt = Variant.seed,
-    head: HeadOpt = Head.avgpool7,
+    variant: VariantOpt = Variant.SEED,
+    head: HeadOpt = Head.AVGPOOL7,
     depth: DepthOpt = Depth.BLOCK,
     collapse: CollapseOpt = False,
     filter: FilterOpt = None,
@@ -389,7 +358,7 @@ def run(
     from resnet_trace.api import run_traces
     from resnet_trace.usermodel import parse_model_args
 
-    if device.value == "meta" and (seed, repeat, top_k) != (0, 1, 5):
+    if device is Device.META and (seed, repeat, top_k) != (0, 1, 5):
         _say("note: --device meta traces shapes only; --seed, --repeat and --top-k do not apply")
     shapes = expand_inputs(input) if input else None
     with _progress(repeat * (len(shapes) if shapes else 1)) as advance:
@@ -400,16 +369,16 @@ def run(
             model_ref=model,
             base_dim=_opt_positive("--base-dim", base_dim),
             num_classes=_opt_positive("--num-classes", num_classes),
-            variant=variant.value,
-            head=head.value,
+            variant=variant,
+            head=head,
             model_args=parse_model_args(model_arg),
             block=block,
             skip=_skip_names(skip),
             seed=seed,
             repeat=repeat,
             top_k=top_k,
-            device=device.value,
-            dtype=dtype.value,
+            device=device,
+            dtype=dtype,
             leaves=depth is Depth.LAYER,
             progress=advance,
             backward=backward,
@@ -471,9 +440,7 @@ def _emit_differences(diffs: list, fmt: Format, output: Path | None, expected: s
     from resnet_trace.render.diffs import render_differences
 
     color, width = _color(output)
-    write_output(
-        render_differences(diffs, fmt.value, expected=expected, got=got, color=color, width=width), output
-    )
+    write_output(render_differences(diffs, fmt, expected=expected, got=got, color=color, width=width), output)
     if diffs:
         _say(f"{len(diffs)} difference(s) between {expected} and {got}")
         return ExitCode.DIFFERENCES
@@ -500,7 +467,7 @@ def check(
         str | None,
         typer.Option("--model", help="Override the recorded --model (importing it RUNS ITS CODE)."),
     ] = None,
-    format: FormatOpt = Format.table,
+    format: FormatOpt = Format.TABLE,
     output: Output = None,
     debug: DebugOpt = False,
 ) -> int:
@@ -512,8 +479,8 @@ def check(
         base_dim=_opt_positive("--base-dim", base_dim),
         num_classes=_opt_positive("--num-classes", num_classes),
         inputs=expand_inputs(input) if input else None,
-        variant=variant.value if variant is not None else None,
-        head=head.value if head is not None else None,
+        variant=variant,
+        head=head,
         model=model,
     )
     return _emit_differences(list(result.differences), format, output, result.expected, result.got)
@@ -523,7 +490,7 @@ def check(
 def diff(
     a: Annotated[Path, typer.Argument(help="The expected trace (json or jsonl).")],
     b: Annotated[Path, typer.Argument(help="The trace to compare with it.")],
-    format: FormatOpt = Format.table,
+    format: FormatOpt = Format.TABLE,
     output: Output = None,
     debug: DebugOpt = False,
 ) -> int:
@@ -548,8 +515,8 @@ def compare(
     base_dim: BaseDim = None,
     num_classes: NumClasses = None,
     input: Annotated[str, typer.Option("--input", "-i", help="Input shape NxCxHxW.")] = "1x3x224x224",
-    head: HeadOpt = Head.avgpool7,
-    format: FormatOpt = Format.table,
+    head: HeadOpt = Head.AVGPOOL7,
+    format: FormatOpt = Format.TABLE,
     output: Output = None,
     svg: SvgOpt = None,
     train: Annotated[
@@ -574,16 +541,16 @@ def compare(
     _check_writable(output, "--output")
     _check_writable(svg, "--svg")
     result = compare_variants(
-        base_dim=positive("--base-dim", 64 if base_dim is None else base_dim),
+        base_dim=positive("--base-dim", BASE_DIM if base_dim is None else base_dim),
         num_classes=positive("--num-classes", 2 if num_classes is None else num_classes),
         input_shape=shape,
-        head=head.value,
+        head=head,
         train=train,
         seed=_bounded("--seed", seed, low=0),
         target=_bounded("--target", target, low=0),
     )
     color, width = _color(output)
-    write_output(render_compare(result.seed, result.fixed, format.value, color=color, width=width), output)
+    write_output(render_compare(result.seed, result.fixed, format, color=color, width=width), output)
     if svg is not None:
         from resnet_trace.render.table import svg_of
 
@@ -600,9 +567,9 @@ def graph(
     ] = None,
     format: Annotated[
         GraphFormat, typer.Option("--format", "-f", help="mermaid (renders on GitHub) or dot (Graphviz).")
-    ] = GraphFormat.mermaid,
-    variant: VariantOpt = Variant.seed,
-    head: HeadOpt = Head.avgpool7,
+    ] = GraphFormat.MERMAID,
+    variant: VariantOpt = Variant.SEED,
+    head: HeadOpt = Head.AVGPOOL7,
     output: Output = None,
     model: ModelOpt = None,
     model_arg: ModelArgs = None,
@@ -620,13 +587,13 @@ def graph(
         model_ref=model,
         base_dim=_opt_positive("--base-dim", base_dim),
         num_classes=_opt_positive("--num-classes", num_classes),
-        variant=variant.value,
-        head=head.value,
+        variant=variant,
+        head=head,
         model_args=parse_model_args(model_arg),
         block=block,
         skip=_skip_names(skip),
     )
-    write_output(render_graph(t, format.value), output)
+    write_output(render_graph(t, format), output)
     return _stopped([(t.input_shape, t.error)])
 
 
@@ -637,11 +604,11 @@ def tree(
     input: Annotated[
         str | None, typer.Option("--input", "-i", help="Input shape of the trace that marks what ran.")
     ] = None,
-    variant: VariantOpt = Variant.seed,
-    head: HeadOpt = Head.avgpool7,
+    variant: VariantOpt = Variant.SEED,
+    head: HeadOpt = Head.AVGPOOL7,
     format: Annotated[
         TreeFormat, typer.Option("--format", "-f", help="table (a Rich tree) or json.")
-    ] = TreeFormat.table,
+    ] = TreeFormat.TABLE,
     output: Output = None,
     model: ModelOpt = None,
     model_arg: ModelArgs = None,
@@ -657,13 +624,13 @@ def tree(
         model_ref=model,
         base_dim=_opt_positive("--base-dim", base_dim),
         num_classes=_opt_positive("--num-classes", num_classes),
-        variant=variant.value,
-        head=head.value,
+        variant=variant,
+        head=head,
         model_args=parse_model_args(model_arg),
         block=block,
         input_shape=_one_shape(input) if input else None,
     )
-    if format is TreeFormat.json:
+    if format is TreeFormat.JSON:
         write_output(result.to_json(), output)
     else:
         from resnet_trace.render.tree import render_tree

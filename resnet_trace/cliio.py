@@ -151,8 +151,34 @@ def prepare_streams() -> None:
             pass
 
 
+_DEBUG = "resnet_trace.debug"  # the key of --debug in the Click context's meta, shared by every context
+
+
+def record_debug(ctx: typer.Context, value: bool) -> bool:
+    """``--debug``'s callback (on the group and on each command): note it where OneLineErrors looks."""
+    if value:
+        ctx.meta[_DEBUG] = True
+    return value
+
+
 class OneLineErrors(TyperGroup):
-    """Every failure ends as one line on stderr and a documented exit code."""
+    """Every failure ends as one line on stderr and a documented exit code.
+
+    An internal error shows its traceback when ``--debug`` was parsed (as an option, never as
+    another option's value) or ``RESNET_TRACE_DEBUG`` is set.
+    """
+
+    _meta: dict[str, Any] | None = None  # the meta of this invocation's contexts, kept for after an error
+
+    def make_context(self, info_name: Any, args: Any, parent: Any = None, **extra: Any) -> Any:
+        ctx = super().make_context(info_name, args, parent=parent, **extra)
+        self._meta = ctx.meta  # one dict, shared with the command's context made from this one
+        return ctx
+
+    def _debug(self) -> bool:
+        """``--debug`` was parsed (before the command or after it), or ``RESNET_TRACE_DEBUG`` is set."""
+        recorded = self._meta is not None and bool(self._meta.get(_DEBUG))
+        return recorded or bool(os.environ.get("RESNET_TRACE_DEBUG"))
 
     def main(
         self,
@@ -167,7 +193,7 @@ class OneLineErrors(TyperGroup):
         _lost_lines = 0
         prepare_streams()
         argv = list(sys.argv[1:] if args is None else args)
-        debug = "--debug" in argv or bool(os.environ.get("RESNET_TRACE_DEBUG"))
+        self._meta = None
         try:
             rv = super().main(
                 args=argv,
@@ -219,7 +245,7 @@ class OneLineErrors(TyperGroup):
             _quiet_broken_pipe()
             code = ExitCode.OK
         except Exception as exc:  # a bug of ours
-            if debug:
+            if self._debug():
                 traceback.print_exc()
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             _say(

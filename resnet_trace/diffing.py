@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from resnet_trace.errors import UsageError
+from resnet_trace.records import Depth
 from resnet_trace.render.data import SCHEMA_ID
 
 ROW_FIELDS = (
@@ -170,7 +171,7 @@ def _malformed(doc: object) -> str | None:
     skip = model.get("skip")
     if skip is not None and not (isinstance(skip, list) and all(isinstance(s, str) for s in skip)):
         return "model.skip is not a list of strings"
-    if doc.get("depth", "block") not in ("stage", "block", "layer"):
+    if doc.get("depth", Depth.BLOCK) not in [d.value for d in Depth]:  # a list: the value may be unhashable
         return f"depth {str(doc.get('depth'))[:40]!r} is not stage, block or layer"
     if not isinstance(doc.get("collapsed", False), bool):
         return "collapsed is not true or false"

@@ -56,6 +56,9 @@ STEM_POOL = (3, 2, 1)
 DOWN_CONV = (1, 2, 0)  # the stride-2 1x1 conv of a down block (and its downsample)
 HEAD_POOL = (7, 1, 0)  # AvgPool2d(7, 1)
 STEM_CHANNELS = 3
+#: The seed's defaults: ``ResNet(base_dim=64, num_classes=2)`` (every default in the tool is these two).
+BASE_DIM = 64
+NUM_CLASSES = 2
 
 
 def out_size(size: int, kernel: int, stride: int, padding: int) -> int:

@@ -23,6 +23,7 @@ import torch
 
 from resnet_trace.errors import UsageError
 from resnet_trace.memory import check_read, human
+from resnet_trace.records import Device, Variant
 from resnet_trace.spec import ModelSpec
 
 WRAPPERS = ("state_dict", "model", "model_state_dict", "net")
@@ -155,7 +156,7 @@ def safe_torch_load(path: Path, what: str) -> object:
         with warnings.catch_warnings():
             # e.g. "Detected pickle protocol 4": we print one line of our own instead.
             warnings.simplefilter("ignore")
-            return torch.load(real, map_location="cpu", weights_only=True, mmap=True)
+            return torch.load(real, map_location=Device.CPU, weights_only=True, mmap=True)
     except pickle.UnpicklingError as exc:
         raise UsageError(
             f"{name} was refused: only weights-only files (tensors and dicts of tensors) "
@@ -190,7 +191,7 @@ def tensor_problem(t: torch.Tensor) -> str | None:
         return f"a {str(t.layout).removeprefix('torch.')} (sparse) tensor"
     if getattr(t, "is_nested", False):
         return "a nested tensor"
-    if t.is_meta or t.device.type != "cpu":
+    if t.is_meta or t.device.type != Device.CPU:
         return f"a tensor on the {t.device.type} device, with no data"
     if t.is_complex():
         return "complex numbers, not real ones"
@@ -233,7 +234,7 @@ def checkpoint_config(sd: dict[str, torch.Tensor]) -> ModelSpec | None:
     stem, fc = sd.get("layer_1.0.weight"), sd.get("fc_layer.weight")
     if stem is None or fc is None or stem.dim() != 4 or fc.dim() != 2:
         return None
-    variant = "seed" if "layer_2.1.dim_equalizer.weight" in sd else "fixed"
+    variant = Variant.SEED if "layer_2.1.dim_equalizer.weight" in sd else Variant.FIXED
     return ModelSpec(base_dim=int(stem.shape[0]), num_classes=int(fc.shape[0]), variant=variant)
 
 
@@ -247,7 +248,7 @@ def load_weights(path: Path, model: torch.nn.Module, spec: ModelSpec) -> None:
         spec.variant,
     ):
         flags = f"--base-dim {held.base_dim} --num-classes {held.num_classes}"
-        if held.variant != "seed":
+        if held.variant is not Variant.SEED:
             flags += f" --variant {held.variant}"
         raise UsageError(
             f"--weights {str(path)!r} holds base_dim {held.base_dim}, num_classes {held.num_classes}"

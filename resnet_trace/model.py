@@ -20,10 +20,17 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from resnet_trace.layout import BLOCKS, HEAD_POOL, STAGES, STEM_CHANNELS, STEM_CONV, STEM_POOL
-
-VARIANTS = ("seed", "fixed")
-HEADS = ("avgpool7", "adaptive")
+from resnet_trace.layout import (
+    BLOCKS,
+    HEAD_POOL,
+    NUM_CLASSES,
+    STAGES,
+    STEM_CHANNELS,
+    STEM_CONV,
+    STEM_POOL,
+)
+from resnet_trace.records import Head, Variant
+from resnet_trace.spec import word
 
 
 def conv_block_1(in_dim: int, out_dim: int, act_fn: nn.Module, stride: int = 1) -> nn.Sequential:
@@ -94,17 +101,15 @@ class ResNet(nn.Module):
     def __init__(
         self,
         base_dim: int,
-        num_classes: int = 2,
+        num_classes: int = NUM_CLASSES,
         *,
-        variant: str = "seed",
-        head: str = "avgpool7",
+        variant: Variant | str = Variant.SEED,
+        head: Head | str = Head.AVGPOOL7,
     ) -> None:
         super().__init__()
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, not {variant!r}")
-        if head not in HEADS:
-            raise ValueError(f"head must be one of {HEADS}, not {head!r}")
-        block_cls = BottleNeck if variant == "seed" else FixedBottleNeck
+        fixed = word("variant", Variant, variant) is Variant.FIXED
+        adaptive = word("head", Head, head) is Head.ADAPTIVE
+        block_cls = FixedBottleNeck if fixed else BottleNeck
         # One activation module, shared by every block (the stem has its own).
         self.act_fn = nn.ReLU()
         kernel, stride, padding = STEM_CONV
@@ -128,7 +133,7 @@ class ResNet(nn.Module):
             ]
             self.add_module(stage, nn.Sequential(*blocks))
         head_k, head_s, _ = HEAD_POOL
-        self.avgpool = nn.AvgPool2d(head_k, head_s) if head == "avgpool7" else nn.AdaptiveAvgPool2d(1)
+        self.avgpool = nn.AdaptiveAvgPool2d(1) if adaptive else nn.AvgPool2d(head_k, head_s)
         self.fc_layer = nn.Linear(base_dim * 32, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:

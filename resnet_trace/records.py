@@ -24,6 +24,76 @@ class _Word(str, Enum):
         return format(str(self.value), spec)
 
 
+class Variant(_Word):
+    """Which block builds the seed's model: the code as written (default), or its two slips corrected."""
+
+    SEED = "seed"
+    FIXED = "fixed"
+
+
+class Head(_Word):
+    """The pool before ``fc_layer``: the seed's ``AvgPool2d(7, 1)`` (default), or ``AdaptiveAvgPool2d(1)``."""
+
+    AVGPOOL7 = "avgpool7"
+    ADAPTIVE = "adaptive"
+
+
+#: ``ModelInfo.variant`` and ``.head`` of a model of your own (never a choice: your code decides).
+CUSTOM = "custom"
+
+
+class Format(_Word):
+    """How a result is written: a Rich table (default), JSON, JSON Lines, CSV or Markdown."""
+
+    TABLE = "table"
+    JSON = "json"
+    JSONL = "jsonl"
+    CSV = "csv"
+    MARKDOWN = "markdown"
+
+
+class GraphFormat(_Word):
+    """How the block chain is drawn: Mermaid (default; renders on GitHub) or Graphviz DOT."""
+
+    MERMAID = "mermaid"
+    DOT = "dot"
+
+
+class Device(_Word):
+    """Where a real forward runs (default the CPU); ``auto`` picks cuda when present, ``meta`` traces shapes."""
+
+    CPU = "cpu"
+    CUDA = "cuda"
+    MPS = "mps"
+    META = "meta"
+    AUTO = "auto"
+
+
+class DType(_Word):
+    """The parameter and input dtype of a trace (default float32)."""
+
+    FLOAT32 = "float32"
+    FLOAT16 = "float16"
+    BFLOAT16 = "bfloat16"
+
+
+class Optimizer(_Word):
+    """The optimizers whose state ``--train`` accounts for (default adam)."""
+
+    SGD = "sgd"
+    MOMENTUM = "momentum"
+    ADAM = "adam"
+    ADAMW = "adamw"
+
+    @property
+    def state_multiplier(self) -> int:
+        """Copies of the trainable parameters the optimizer keeps: momentum 1; Adam(W) exp_avg and exp_avg_sq."""
+        return _STATE_COPIES[self]
+
+
+_STATE_COPIES = {Optimizer.SGD: 0, Optimizer.MOMENTUM: 1, Optimizer.ADAM: 2, Optimizer.ADAMW: 2}
+
+
 class Depth(_Word):
     """How deep the rows go: stages, blocks (default), or every leaf-module call."""
 
@@ -76,7 +146,7 @@ class Row:
     """
 
     name: str
-    kind: str
+    kind: Kind
     depth: Depth
     in_shape: Shape | None
     out_shape: Shape | None
@@ -126,8 +196,8 @@ class TraceError:
 class ModelInfo:
     base_dim: int | None
     num_classes: int | None
-    variant: str = "seed"
-    head: str = "avgpool7"
+    variant: str = Variant.SEED  # a Variant, or CUSTOM for a model of your own
+    head: str = Head.AVGPOOL7  # a Head, or CUSTOM
     source: str = "builtin"  # or the --model reference, e.g. "mynet.py:ResNet"
     block: str = "BottleNeck"  # the block class(es), joined by ","
     skip: tuple[str, ...] = (
@@ -153,7 +223,7 @@ class OutputInfo:
 class TrainInfo:
     """The memory of one training step (``--train``) and, for ``run --backward``, what was measured."""
 
-    optimizer: str  # sgd | momentum | adam | adamw
+    optimizer: str  # an Optimizer's word
     params_bytes: int
     grads_bytes: int
     optimizer_bytes: int

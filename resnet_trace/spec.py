@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from enum import Enum
+from typing import TypeVar
 
 from resnet_trace.errors import UsageError
+from resnet_trace.layout import BASE_DIM, NUM_CLASSES
+from resnet_trace.records import Head, Variant
 
 SHAPE_FORM = "NxCxHxW with positive integers, e.g. 1x3x224x224"
 # Generous but finite limits, chosen so that no tensor of a trace can overflow PyTorch's
@@ -40,12 +44,16 @@ def _number(text: str, value: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
-    """What model to build: the seed's options plus the variant and head."""
+    """What model to build: the seed's options plus the variant and head (their words, or the enums)."""
 
-    base_dim: int = 64
-    num_classes: int = 2
-    variant: str = "seed"
-    head: str = "avgpool7"
+    base_dim: int = BASE_DIM
+    num_classes: int = NUM_CLASSES
+    variant: Variant = Variant.SEED
+    head: Head = Head.AVGPOOL7
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "variant", word("variant", Variant, self.variant))
+        object.__setattr__(self, "head", word("head", Head, self.head))
 
 
 def parse_shape(text: str, *, quoted: str | None = None) -> tuple[int, int, int, int]:
@@ -156,8 +164,18 @@ LIMITS: dict[str, int] = {
     "target": MAX_NUM_CLASSES - 1,
     "budget": 2**60,  # bytes
 }
-VARIANTS = ("seed", "fixed")
-HEADS = ("avgpool7", "adaptive")
+
+
+W = TypeVar("W", bound=Enum)
+
+
+def word(field: str, kind: type[W], value: object) -> W:
+    """``value`` (a member of ``kind`` or its word) as the member; InvalidValue naming it otherwise."""
+    try:
+        return kind(value)
+    except ValueError:
+        choices = ", ".join(str(w.value) for w in kind)
+        raise InvalidValue(field, f"{field} must be one of {choices}, not {value!r}") from None
 
 
 def integer(field: str, value: object, *, low: int = 1) -> int:
@@ -185,13 +203,8 @@ def positive(name: str, value: int, maximum: int | None = None) -> int:
 
 def check_spec(*, base_dim: object, num_classes: object, variant: object, head: object) -> ModelSpec:
     """The built-in model's options, checked as the CLI checks them."""
-    if variant not in VARIANTS:
-        raise InvalidValue("variant", f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}")
-    if head not in HEADS:
-        raise InvalidValue("head", f"head must be one of {', '.join(HEADS)}, not {head!r}")
-    return ModelSpec(
-        integer("base_dim", base_dim), integer("num_classes", num_classes), str(variant), str(head)
-    )
+    v, h = word("variant", Variant, variant), word("head", Head, head)
+    return ModelSpec(integer("base_dim", base_dim), integer("num_classes", num_classes), v, h)
 
 
 def check_shape(shape: object) -> tuple[int, int, int, int]:

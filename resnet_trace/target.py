@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from resnet_trace.records import ModelInfo, Shape
+from resnet_trace.records import Device, Head, ModelInfo, Shape, Variant
 
 #: ``advice(module, in_shape)`` -> a hint for a failure in ``module``, or None for the generic one.
 Advice = Callable[[nn.Module, Shape | None], str | None]
@@ -34,10 +34,10 @@ class Target:
 def builtin_target(
     base_dim: int,
     num_classes: int,
-    variant: str,
-    head: str,
+    variant: Variant,
+    head: Head,
     *,
-    device: str = "meta",
+    device: str = Device.META,
     init_seed: int | None = None,
 ) -> Target:
     """The seed's model. On ``meta`` no weights are initialised and no memory is spent.
@@ -51,7 +51,7 @@ def builtin_target(
     from resnet_trace.model import BottleNeck, ResNet
     from resnet_trace.ops import building_on_meta
 
-    if device == "meta":
+    if device == Device.META:
         with building_on_meta():
             model = ResNet(base_dim, num_classes, variant=variant, head=head)
     else:
@@ -67,7 +67,7 @@ def builtin_target(
         model_class="ResNet",
         model_params=params,
     )
-    acc = accepted_sizes() if head == "avgpool7" else None
+    acc = accepted_sizes() if head is Head.AVGPOOL7 else None
 
     def advice(module: nn.Module, in_shape: Shape | None) -> str | None:
         if acc and isinstance(module, (nn.AvgPool2d, nn.Linear)):

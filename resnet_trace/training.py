@@ -27,7 +27,6 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from enum import Enum
 from pathlib import Path
 
 import torch
@@ -35,26 +34,12 @@ from torch import nn
 
 from resnet_trace.errors import UsageError
 from resnet_trace.ops import tensors_in
-from resnet_trace.records import Row, TrainInfo
+from resnet_trace.records import Device, Optimizer, Row, TrainInfo
 
 #: The backward's transient, in units of the largest output of any call (docs/training.md, measured).
 TRANSIENT_FACTOR = 8
 #: ``fit_batch`` never searches past this batch (a peak that does not grow with the batch).
 MAX_BATCH = 2**31
-
-
-class Optimizer(str, Enum):
-    """The optimizers whose state ``--optimizer`` accounts for; the value is the CLI and JSON word."""
-
-    SGD = "sgd"
-    MOMENTUM = "momentum"
-    ADAM = "adam"
-    ADAMW = "adamw"
-
-    @property
-    def state_multiplier(self) -> int:
-        """Copies of the trainable parameters the optimizer keeps: momentum 1; Adam(W) exp_avg and exp_avg_sq."""
-        return {"sgd": 0, "momentum": 1, "adam": 2, "adamw": 2}[self.value]
 
 
 def _unique_params(model: nn.Module) -> list[nn.Parameter]:
@@ -168,7 +153,7 @@ def train_info(
     model: nn.Module,
     rows: Sequence[Row],
     activations_bytes: int,
-    optimizer: Optimizer = Optimizer.SGD,
+    optimizer: Optimizer,
     budget_bytes: int | None = None,
     peak_of_batch: Callable[[int], int] | None = None,
 ) -> TrainInfo:
@@ -249,13 +234,13 @@ class _PeakMeter:
         self._ru_before = 0
 
     def __enter__(self) -> _PeakMeter:
-        if self.device.type == "cuda":
+        if self.device.type == Device.CUDA:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             self.before = torch.cuda.memory_allocated(self.device)
             self.source = "cuda max_memory_allocated"
             return self
-        if self.device.type != "cpu":
+        if self.device.type != Device.CPU:
             return self
         _trim()
         try:

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from resnet_trace.errors import UsageError
+from resnet_trace.records import Device
 from resnet_trace.target import Target
 
 
@@ -137,7 +138,7 @@ def load_user_target(
     num_classes: int | None = None,
     model_args: dict[str, Any] | None = None,
     block: str | None = None,
-    device: str = "meta",
+    device: str = Device.META,
     init_seed: int | None = None,
     input_shape: tuple[int, ...] | None = None,
 ) -> Target:
@@ -154,7 +155,7 @@ def load_user_target(
         kwargs["base_dim"] = base_dim
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
-    if device == "meta":
+    if device == Device.META:
         with building_on_meta():
             model = build(factory, ref, kwargs)
     else:

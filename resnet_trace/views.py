@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 
 from resnet_trace.errors import UsageError
-from resnet_trace.records import Depth, Row
+from resnet_trace.records import Depth, Kind, Row
 
 
 def select_depth(rows: Sequence[Row], depth: Depth) -> list[Row]:
@@ -19,7 +19,7 @@ def select_depth(rows: Sequence[Row], depth: Depth) -> list[Row]:
     """
     if depth is Depth.STAGE:
         return [r for r in rows if r.depth is Depth.STAGE]
-    keep = [r for r in rows if not (r.kind == "stage")]
+    keep = [r for r in rows if r.kind is not Kind.STAGE]
     if depth is Depth.BLOCK:
         return [r for r in keep if r.depth is not Depth.LAYER]
     return keep
@@ -70,8 +70,8 @@ def collapse(rows: Sequence[Row]) -> list[Row]:
     for block, children in groups:
         if (
             prev is not None
-            and block.kind == "bottleneck"
-            and prev[0].kind == "bottleneck"
+            and block.kind is Kind.BLOCK
+            and prev[0].kind is Kind.BLOCK
             and _signature(block) == _signature(prev[0])
             and [_child_sig(c) for c in children] == [_child_sig(c) for c in prev[1]]
         ):

@@ -13,6 +13,7 @@ from torch import nn
 import resnet_trace as rt
 from resnet_trace.api import trace
 from resnet_trace.errors import UsageError
+from resnet_trace.records import Depth, Head, Variant
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,6 +38,10 @@ def test_the_examples_in_docs_api_md_run():
         (
             ("--base-dim", "4", "--variant", "fixed", "--collapse"),
             dict(base_dim=4, variant="fixed", collapse=True),
+        ),
+        (  # the enums, or their words
+            ("--base-dim", "4", "--variant", "fixed", "--head", "adaptive", "--depth", "stage"),
+            dict(base_dim=4, variant=Variant.FIXED, head=Head.ADAPTIVE, depth=Depth.STAGE),
         ),
         (("--base-dim", "4", "--filter", "layer_3"), dict(base_dim=4, filter="layer_3")),
         (
@@ -105,6 +110,10 @@ def test_each_submodules_training_flag_is_restored_exactly():
         (dict(input_shape=(1, 3, 224.7, 224)), TypeError),
         (dict(input_shape=(1, 3, 224)), TypeError),
         (dict(variant="other"), ValueError),
+        (dict(head="avgpool8"), ValueError),
+        (dict(dtype="float64"), ValueError),
+        (dict(device="tpu", real=True), ValueError),
+        (dict(optimizer="lbfgs", train=True), ValueError),
         (dict(repeat=10**9), ValueError),
         (dict(seed=-1), ValueError),
     ],

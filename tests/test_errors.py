@@ -657,6 +657,13 @@ def test_debug_shows_the_traceback(broken, args):
     assert "Traceback" not in result.stdout
 
 
+def test_a_value_spelled_debug_does_not_turn_debug_on(cli, broken, monkeypatch):
+    """``--filter --debug`` filters by the regex "--debug": the parsed options decide, not argv's words."""
+    monkeypatch.delenv("RESNET_TRACE_DEBUG", raising=False)
+    line = one_line(cli("summary", "--filter", "--debug", code=INTERNAL))
+    assert "internal error" in line and "boom from a test" in line
+
+
 def test_the_debug_environment_variable_shows_the_traceback(broken, monkeypatch):
     from resnet_trace.cli import app
 

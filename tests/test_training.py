@@ -328,7 +328,13 @@ def test_with_grads_and_measurement_fill_the_records():
     got = {r.name: r.grad_norm for r in rows if r.kind == "bottleneck"}
     assert got == {k[0]: v for k, v in step.grad_norms.items()}
     info = with_measurement(
-        train_info(model=target.model, rows=t.rows, activations_bytes=t.totals.activations_bytes), step
+        train_info(
+            model=target.model,
+            rows=t.rows,
+            activations_bytes=t.totals.activations_bytes,
+            optimizer=Optimizer.SGD,
+        ),
+        step,
     )
     assert info.loss == step.loss and info.target == 0
     if step.step_peak_bytes is not None:

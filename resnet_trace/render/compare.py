@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from resnet_trace.memory import human
-from resnet_trace.records import Report, shape_text
+from resnet_trace.records import Format, Kind, Report, shape_text
 from resnet_trace.render.bars import log_bars
 from resnet_trace.render.tabular import md_row
 
@@ -56,7 +56,7 @@ def comparison_doc(seed: Report, fixed: Report) -> dict:
         a, b = s_rows.get(name), f_rows.get(name)
         either = a if a is not None else b
         assert either is not None  # every name comes from one side or the other
-        row = {"name": name, "kind": either.kind, "seed": _side(a), "fixed": _side(b)}
+        row = {"name": name, "kind": either.kind.value, "seed": _side(a), "fixed": _side(b)}
         row["delta"] = (
             {"params": b.params - a.params, "macs": b.macs - a.macs}
             if a is not None and b is not None
@@ -71,7 +71,7 @@ def comparison_doc(seed: Report, fixed: Report) -> dict:
 
     doc = {
         "schema": "resnet-trace/compare/1",
-        "model": {"base_dim": m.base_dim, "num_classes": m.num_classes, "head": m.head},
+        "model": {"base_dim": m.base_dim, "num_classes": m.num_classes, "head": str(m.head)},
         "input_shape": list(seed.trace.input_shape),
         "rows": rows,
         "totals": {
@@ -231,7 +231,7 @@ def _train_notes(doc: dict) -> list[RenderableType]:
         (
             r
             for r in doc["rows"]
-            if r["kind"] == "bottleneck"
+            if r["kind"] == Kind.BLOCK
             and (r["seed"] or {}).get("grad_norm") is not None
             and (r["fixed"] or {}).get("grad_norm") is not None
         ),
@@ -251,15 +251,15 @@ def _train_notes(doc: dict) -> list[RenderableType]:
     return out
 
 
-def render_compare(seed: Report, fixed: Report, fmt: str, *, color: bool = False, width: int = 160) -> str:
+def render_compare(seed: Report, fixed: Report, fmt: Format, *, color: bool = False, width: int = 160) -> str:
     doc = comparison_doc(seed, fixed)
-    if fmt in ("json", "jsonl"):  # jsonl, as everywhere: the document compact on one line
+    if fmt in (Format.JSON, Format.JSONL):  # jsonl, as everywhere: the document compact on one line
         return (
             json.dumps(doc, indent=2) + "\n"
-            if fmt == "json"
+            if fmt == Format.JSON
             else json.dumps(doc, separators=(",", ":")) + "\n"
         )
-    if fmt == "csv":
+    if fmt == Format.CSV:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(
@@ -296,7 +296,7 @@ def render_compare(seed: Report, fixed: Report, fmt: str, *, color: bool = False
                 ]
             )
         return buf.getvalue()
-    if fmt == "markdown":
+    if fmt == Format.MARKDOWN:
         has_train = "train" in doc
         extra_head = " saved: seed | saved: fixed | ‖dL/dout‖: seed | ‖dL/dout‖: fixed |" if has_train else ""
         lines = [

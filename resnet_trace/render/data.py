@@ -17,7 +17,7 @@ def shape_list(shape: Shape | None) -> list[int] | None:
 def row_dict(row: Row) -> dict:
     d: dict = {
         "name": row.name,
-        "kind": row.kind,
+        "kind": row.kind.value,
         "depth": row.depth.value,
         "parent": row.parent,
         "stage": row.stage,
@@ -78,8 +78,8 @@ def trace_dict(report: Report) -> dict:
         "model": {
             "base_dim": m.base_dim,
             "num_classes": m.num_classes,
-            "variant": m.variant,
-            "head": m.head,
+            "variant": str(m.variant),  # plain words in the document: a Variant/Head, or "custom"
+            "head": str(m.head),
             "source": m.source,
             "block": m.block,
             "skip": list(m.skip),

@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from resnet_trace.diffing import Difference, fmt_value
+from resnet_trace.records import Format
 from resnet_trace.render.tabular import md_row
 
 
@@ -41,20 +42,26 @@ def differences_doc(diffs: Sequence[Difference], expected: str, got: str) -> dic
 
 
 def render_differences(
-    diffs: Sequence[Difference], fmt: str, *, expected: str, got: str, color: bool = False, width: int = 160
+    diffs: Sequence[Difference],
+    fmt: Format,
+    *,
+    expected: str,
+    got: str,
+    color: bool = False,
+    width: int = 160,
 ) -> str:
-    if fmt == "json":
+    if fmt == Format.JSON:
         return json.dumps(differences_doc(diffs, expected, got), indent=2) + "\n"
-    if fmt == "jsonl":  # as everywhere: each document compact on one line
+    if fmt == Format.JSONL:  # as everywhere: each document compact on one line
         return json.dumps(differences_doc(diffs, expected, got), separators=(",", ":")) + "\n"
-    if fmt == "csv":
+    if fmt == Format.CSV:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(["row", "field", "expected", "got"])
         for d in diffs:
             w.writerow([d.row, d.field, csv_value(d.expected), csv_value(d.got)])
         return buf.getvalue()
-    if fmt == "markdown":
+    if fmt == Format.MARKDOWN:
         lines = [
             f"Comparing `{expected}` (expected) with `{got}` (got): "
             + (f"{len(diffs)} difference(s)." if diffs else "no differences."),

@@ -8,7 +8,7 @@ or ``identity``. Stages are subgraphs; edges carry the shapes that flow along th
 
 from __future__ import annotations
 
-from resnet_trace.records import Depth, Row, Shape, Trace, shape_text
+from resnet_trace.records import Depth, GraphFormat, Kind, Row, Shape, Trace, shape_text
 
 
 def skip_label(trace: Trace, block: Row) -> str:
@@ -42,7 +42,7 @@ def _body_label(trace: Trace, block: Row) -> str:
 
 
 def _chain(trace: Trace) -> list[Row]:
-    return [r for r in trace.rows if r.depth is not Depth.LAYER and r.kind != "stage"]
+    return [r for r in trace.rows if r.depth is not Depth.LAYER and r.kind is not Kind.STAGE]
 
 
 def _nid(name: str) -> str:
@@ -57,12 +57,12 @@ def render_mermaid(trace: Trace) -> str:
     edges: list[str] = []
     nodes_by_stage: list[tuple[str | None, list[str]]] = []
     for row in _chain(trace):
-        st = row.stage if row.kind == "bottleneck" else None
+        st = row.stage if row.kind is Kind.BLOCK else None
         if not nodes_by_stage or st != stage:
             nodes_by_stage.append((st, []))
             stage = st
         group = nodes_by_stage[-1][1]
-        if row.kind == "bottleneck":
+        if row.kind is Kind.BLOCK:
             body, add = _nid(row.name), _nid(row.name + "+")
             group.append(f'    {body}["{row.name}<br/>{_body_label(trace, row)}"]')
             group.append(f'    {add}(("+ {row.name}"))')
@@ -110,7 +110,7 @@ def render_dot(trace: Trace) -> str:
     edges: list[str] = []
     clusters: dict[str, list[str]] = {}
     for row in _chain(trace):
-        if row.kind == "bottleneck":
+        if row.kind is Kind.BLOCK:
             body, add = _q(row.name), _q(row.name + " +")
             decl = [
                 f"    {body} [label={_q(row.name + chr(10) + _body_label(trace, row))}];",
@@ -143,5 +143,5 @@ def render_dot(trace: Trace) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_graph(trace: Trace, fmt: str) -> str:
-    return render_mermaid(trace) if fmt == "mermaid" else render_dot(trace)
+def render_graph(trace: Trace, fmt: GraphFormat) -> str:
+    return render_mermaid(trace) if fmt == GraphFormat.MERMAID else render_dot(trace)

@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from resnet_trace.memory import human
-from resnet_trace.records import Report, Row, Trace, TrainInfo, shape_text
+from resnet_trace.records import CUSTOM, Depth, Head, Kind, Report, Row, Trace, TrainInfo, Variant, shape_text
 from resnet_trace.render.bars import decades_below, log_bars
 from resnet_trace.render.data import model_title
 
@@ -23,9 +23,9 @@ SPARK = "▁▂▃▄▅▆▇█"
 def _title(t: Trace) -> str:
     m = t.model
     extras = []
-    if m.variant not in ("seed", "custom"):
+    if m.variant not in (Variant.SEED, CUSTOM):  # say what differs from the seed as written
         extras.append(f"variant {m.variant}")
-    if m.head not in ("avgpool7", "custom"):
+    if m.head not in (Head.AVGPOOL7, CUSTOM):
         extras.append(f"head {m.head}")
     extra = (" · " + " · ".join(extras)) if extras else ""
     return f"{t.command} · {model_title(t)}{extra} · input {shape_text(t.input_shape)} · {t.device} {t.dtype}"
@@ -48,7 +48,7 @@ def _pair(values: tuple[int, int]) -> str:
 
 def _block_numbers(t: Trace) -> dict[str, int]:
     """Each block's ordinal in the whole trace, so filtered or folded tables keep the numbers."""
-    blocks = [r.name for r in t.rows if r.kind == "bottleneck"]
+    blocks = [r.name for r in t.rows if r.kind is Kind.BLOCK]
     return {name: i for i, name in enumerate(blocks, 1)}
 
 
@@ -57,8 +57,8 @@ def trace_table(report: Report) -> Table:
     run = any(r.time_ms is not None or r.activation is not None for r in report.rows)
     train = any(r.saved_bytes is not None or r.out_bytes is not None for r in report.rows)
     grads = any(r.grad_norm is not None or r.param_grad_norm is not None for r in report.rows)
-    layer = report.depth.value == "layer"
-    stage = report.depth.value == "stage"
+    layer = report.depth is Depth.LAYER
+    stage = report.depth is Depth.STAGE
     table = Table(title=_title(t), box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("stage" if stage else "block", no_wrap=True)
@@ -87,10 +87,10 @@ def trace_table(report: Report) -> Table:
     ordinals = _block_numbers(t)
     group = None
     for i, row in enumerate(report.rows):
-        is_layer = row.depth.value == "layer"
-        if row.kind == "bottleneck":
+        is_layer = row.depth is Depth.LAYER
+        if row.kind is Kind.BLOCK:
             g = row.stage or row.name
-        elif row.kind in ("pool", "fc"):
+        elif row.kind in (Kind.POOL, Kind.FC):
             g = "head"
         else:
             g = row.stage or row.name
@@ -104,7 +104,7 @@ def trace_table(report: Report) -> Table:
         if row.count > 1:
             name += f" ×{row.count}"
         num = ""
-        if row.kind == "bottleneck":
+        if row.kind is Kind.BLOCK:
             first = ordinals.get(row.name.split("–")[0])
             if first is not None:
                 num = str(first) if row.count == 1 else f"{first}–{first + row.count - 1}"

@@ -6,7 +6,7 @@ import csv
 import io
 from collections.abc import Sequence
 
-from resnet_trace.records import Report, Row, shape_text
+from resnet_trace.records import Depth, Report, Row, shape_text
 from resnet_trace.render.data import model_title, row_dict
 
 # The row fields in the order of the JSON document (render.data.row_dict, the one description of a
@@ -112,9 +112,9 @@ def render_markdown(reports: Sequence[Report]) -> str:
         out.append(f"### {t.command} · {model_title(t)} · input {shape_text(t.input_shape)}")
         out.append("")
         header = ["#", "name", "kind", "depth", "parent", "input", "output", "skip", "params", "MACs"]
-        if report.depth.value == "stage":
+        if report.depth is Depth.STAGE:
             header += ["blocks"]
-        if report.depth.value == "layer":
+        if report.depth is Depth.LAYER:
             header += ["type", "kernel/stride/pad", "weight"]
         if run:
             header += ["time ms", "mean", "std", "zero %"]
@@ -141,9 +141,9 @@ def render_markdown(reports: Sequence[Report]) -> str:
                 f"{row.params:,}",
                 f"{row.macs:,}",
             ]
-            if report.depth.value == "stage":
+            if report.depth is Depth.STAGE:
                 cells += ["" if row.blocks is None else str(row.blocks)]
-            if report.depth.value == "layer":
+            if report.depth is Depth.LAYER:
                 c = row.conv
                 cells += [
                     row.module_type or "",
