@@ -24,6 +24,7 @@ The recorder keeps shapes, counts and weak references, never tensors.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 import weakref
 from collections.abc import Iterator
@@ -68,18 +69,50 @@ def nbytes(value: object) -> int:
 
 #: Chunk for exact counting with a float dot product: every partial sum is an integer below 2**24.
 _COUNT_CHUNK = 2**24
+#: Values per row when summing squares as row norms: each row's float32 error stays near 1e-7.
+_ROW = 1024
+#: Above this mean**2 / variance, the one-pass variance loses digits: centre the values first.
+_CANCELLATION = 16.0
+#: Largest magnitudes whose squares, 1024 at a time, stay normal float32 numbers: outside (or for a
+#: zero tensor, NaN or infinity), std is taken in float64 instead.
+_SQUARES_FIT = (1e-15, 1e17)
+
+
+def _sum_of_squares(flat: torch.Tensor) -> float:
+    """Sum of squares in float64, from the float32 norms of rows of 1024 values (then a float64 dot).
+
+    As close as a cascade sum (relative error about 1e-7 on millions of values, where a single
+    BLAS dot drifts by 1e-4), in one read of the values and no write.
+    """
+    n = flat.numel()
+    rows = n // _ROW
+    total = 0.0
+    if rows:
+        norms = torch.linalg.vector_norm(flat[: rows * _ROW].view(rows, _ROW), dim=1).double()
+        total += float(torch.dot(norms, norms))
+    if rows * _ROW < n:
+        tail = flat[rows * _ROW :].double()
+        total += float(torch.dot(tail, tail))
+    return total
 
 
 class ActivationStats:
     """Mean, std (unbiased, as ``Tensor.std``), min, max and fraction of zeros of a first output tensor.
 
-    Five vectorised passes, each a reduction or an elementwise op into one scratch buffer that is
-    reused across calls (no fresh allocation, and no page faults, per row):
-    ``sum``; ``x - mean``, squared in place and summed (two-pass variance); ``aminmax``; and
-    ``sign(x)``, whose ``dot`` with itself counts the non-zeros. That count is exact: it runs in chunks whose partial
-    sums stay below 2**24, where float arithmetic on integers is exact. A tensor whose sum is NaN
-    (``torch.sign`` maps NaN to 0) is counted with ``eq`` instead. ``eq`` followed by a sum, used before, took
-    several times longer than the other four passes together on the CPU.
+    Vectorised reductions, reading the values four times and writing once, into one scratch buffer
+    reused across calls (no allocation, and no page faults, per row):
+
+    - ``sum`` and ``aminmax``;
+    - the sum of squares as row norms (:func:`_sum_of_squares`), giving the variance in one pass
+      as (sum of squares - n mean**2) / (n - 1), in float64. Where that would lose digits (mean**2
+      over 16 times the variance) the values are centred first, a two-pass variance. Either way
+      std agrees with ``Tensor.std`` to about 1e-6. Values whose squares would leave float32's
+      normal range (or a NaN or an infinity) take ``Tensor.std`` in float64 instead;
+    - ``sign(x)``, whose ``dot`` with itself counts the non-zeros. That count is exact: it runs in
+      chunks whose partial sums stay below 2**24, where float arithmetic on integers is exact. It
+      is skipped when min > 0 or max < 0, and a tensor with a NaN (``torch.sign`` maps NaN to 0)
+      is counted with ``eq`` instead. ``eq`` and a sum, used before, took several times longer
+      than all the other passes together on the CPU.
 
     The last result is kept for the tensor it came from (held weakly, with its version counter),
     so a stage whose output is its last block's output is not measured twice.
@@ -113,23 +146,31 @@ class ActivationStats:
             t = t.float()
         flat = t.reshape(-1)
         n = flat.numel()
-        buf = self._buffer(flat)
-        mean = flat.sum() / n
-        torch.sub(flat, mean, out=buf)
-        # squared in place and summed: torch's cascade sum keeps std as close as Tensor.std (a BLAS dot,
-        # one pass fewer, drifted by about 1e-4 relative on a few million values)
-        var = (
-            buf.square_().sum() / (n - 1) if n > 1 else torch.zeros((), dtype=flat.dtype, device=flat.device)
-        )
         low, high = torch.aminmax(flat)
-        mean_f, std_f, low_f, high_f = torch.stack([mean, var.sqrt(), low, high]).tolist()
-        if mean_f == mean_f:  # no NaN: the sign's squares count the non-zeros, exactly
+        total, low_f, high_f = torch.stack([flat.sum(), low, high]).tolist()
+        mean = total / n
+        std = 0.0
+        scale = max(abs(low_f), abs(high_f))
+        if n > 1 and not _SQUARES_FIT[0] <= scale <= _SQUARES_FIT[1]:
+            # squares would underflow or overflow float32 (or there is a NaN or an infinity)
+            std = float(flat.double().std())
+        elif n > 1:
+            var = (_sum_of_squares(flat) - n * mean * mean) / (n - 1)
+            if not (var > 0 and mean * mean <= _CANCELLATION * var):
+                buf = self._buffer(flat)
+                torch.sub(flat, mean, out=buf)
+                var = _sum_of_squares(buf) / (n - 1)
+            std = math.sqrt(var)
+        if mean != mean:  # torch.sign(NaN) is 0, which would count a NaN as a zero
+            zeros = int(flat.eq(0).sum(dtype=torch.int64).item())
+        elif low_f > 0 or high_f < 0:
+            zeros = 0
+        else:  # the sign's squares count the non-zeros, exactly
+            buf = self._buffer(flat)
             torch.sign(flat, out=buf)
             counts = torch.stack([torch.dot(c, c) for c in buf.split(_COUNT_CHUNK)]).tolist()
             zeros = n - sum(int(c) for c in counts)
-        else:  # torch.sign(NaN) is 0, which would count a NaN as a zero
-            zeros = int(flat.eq(0).sum(dtype=torch.int64).item())
-        return Activation(mean=mean_f, std=std_f, min=low_f, max=high_f, zero_fraction=zeros / n)
+        return Activation(mean=mean, std=std, min=low_f, max=high_f, zero_fraction=zeros / n)
 
 
 @dataclass
