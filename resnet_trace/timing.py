@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +33,8 @@ def timed_forwards(
     Only the modules of rows (and with ``leaves`` every leaf) are hooked, and no operation
     mode runs, so the hooks cost little next to the calls they time.
     """
+    import statistics  # here: its imports (fractions, decimal) cost a plain run 3 ms
+
     device = _device(x)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     model = target.model
@@ -79,6 +80,8 @@ def timed_forwards(
 
 def _spread(values: list[float]) -> float:
     """Half the interquartile range of the plain forwards: differences below it are noise."""
+    import statistics
+
     if len(values) < 2:
         return float("inf")
     q = statistics.quantiles(values, n=4)
