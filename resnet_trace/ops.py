@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
+from torch.utils._device import DeviceContext
 from torch.utils._python_dispatch import TorchDispatchMode
 
 aten = torch.ops.aten
@@ -483,8 +484,9 @@ _RANDOM_FILLS = (
 )
 
 
-class MetaBuild(TorchFunctionMode):
-    """Build a model on ``meta`` without initialising it: ``torch.device("meta")`` that also makes
+class MetaBuild(DeviceContext):
+    """Build a model on ``meta`` without initialising it: ``torch.device("meta")`` (the same context:
+    the default device, the mode's place at the bottom of the stack) that also makes
     ``torch.nn.init``'s functions and a tensor's random fills return their tensor untouched.
 
     A ``meta`` tensor has no values, so initialising one changes nothing but costs Python time
@@ -494,16 +496,13 @@ class MetaBuild(TorchFunctionMode):
     """
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__("meta")
         import torch.nn.init as init
-        from torch.utils._device import _device_constructors
 
         names = [n for n in dir(init) if n.endswith("_") and not n.startswith("_")]
         self._skip = frozenset(
             [getattr(init, n) for n in names] + [getattr(torch.Tensor, n) for n in _RANDOM_FILLS]
         )
-        self._constructors = _device_constructors()
-        self._meta = torch.device("meta")
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -512,9 +511,7 @@ class MetaBuild(TorchFunctionMode):
             t = args[0] if args else kwargs.get("tensor")
             if getattr(t, "is_meta", False):
                 return t
-        if func in self._constructors and kwargs.get("device") is None:
-            kwargs["device"] = self._meta
-        return func(*args, **kwargs)
+        return super().__torch_function__(func, types, args, kwargs)
 
 
 @contextlib.contextmanager

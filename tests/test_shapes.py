@@ -355,6 +355,7 @@ def test_a_meta_build_skips_initialisation_and_nothing_else():
     with building_on_meta():
         fast = ResNet(16, 3)
         made_here = torch.empty(2, 3)
+        default_inside = torch.get_default_device()  # as torch.device("meta") sets it
         real = torch.zeros(4, device="cpu")
         nn.init.uniform_(real, 1.0, 2.0)  # a real tensor is still filled
         other: list[torch.Tensor] = []
@@ -363,6 +364,7 @@ def test_a_meta_build_skips_initialisation_and_nothing_else():
         thread.start()
         thread.join()
     assert made_here.is_meta and bool((real >= 1.0).all()) and bool((real <= 2.0).all())
+    assert default_inside.type == "meta" and torch.get_default_device().type == "cpu"
     assert not other[0].is_meta and bool(other[0].abs().sum() > 0)
     assert [(n, p.shape, p.dtype, p.is_meta) for n, p in plain.named_parameters()] == [
         (n, p.shape, p.dtype, p.is_meta) for n, p in fast.named_parameters()
