@@ -647,9 +647,15 @@ def tree(
 
 
 def _command_named(argv: list[str]) -> str | None:
-    """The command a command line names: its first word that is not an option (``--debug`` and
-    ``--version`` take no value), or None."""
-    return next((a for a in argv if not a.startswith("-")), None)
+    """The command a command line runs: its first word that is not an option (``--debug`` and
+    ``--version`` take no value), or None when there is none or the group's own help comes first
+    (``resnet-trace --help summary`` lists every command)."""
+    for a in argv:
+        if a in ("--help", "-h"):
+            return None
+        if not a.startswith("-"):
+            return a
+    return None
 
 
 def _register_only(name: str | None) -> None:

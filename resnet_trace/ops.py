@@ -117,20 +117,13 @@ class OpObserver(Protocol):
     def on_op(self, func: Any, args: tuple, kwargs: dict, out: Any, macs: int) -> None: ...
 
 
-#: On ``meta``, only the math decomposition of ``scaled_dot_product_attention`` runs this operation.
-_SDPA_MATH_MARK = torch.ops.aten._safe_softmax.default
-
-
 class OpMode(TorchDispatchMode):
     """Count and report every operation; answer common ``meta`` operations without PyTorch's meta kernels."""
 
-    def __init__(
-        self, observer: OpObserver, *, shortcuts: bool = True, watch_attention: bool = False
-    ) -> None:
+    def __init__(self, observer: OpObserver, *, shortcuts: bool = True) -> None:
         super().__init__()
         self.observer = observer
         self.shortcuts = shortcuts
-        self.watch_attention = watch_attention
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
@@ -143,8 +136,6 @@ class OpMode(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = NotImplemented
-        if self.watch_attention and func is _SDPA_MATH_MARK and args and getattr(args[0], "is_meta", False):
-            raise MathAttentionOnMeta
         if self.shortcuts:
             rule = META_RULES.get(func)
             if rule is not None and args and getattr(args[0], "is_meta", False):
@@ -493,6 +484,10 @@ class MetaBuild(DeviceContext):
     (about half of building the seed on ``meta``). One mode does both jobs: stacking a second
     function mode over ``torch.device`` would cost more than the initialisation it skips. A mode is
     thread-local, unlike a patch, so another thread building a real model is not affected.
+
+    Skipped init functions skip their argument checks too (``kaiming_uniform_`` on a 1-D
+    tensor raises on the CPU), so this is for the built-in model, whose code is ours; a model of
+    your own is built under plain ``torch.device("meta")``, and fails on ``meta`` as on the CPU.
     """
 
     def __init__(self) -> None:
@@ -516,22 +511,9 @@ class MetaBuild(DeviceContext):
 
 @contextlib.contextmanager
 def building_on_meta() -> Iterator[None]:
-    """Build under this to put a model on ``meta`` without initialising it (see :class:`MetaBuild`)."""
+    """Build the built-in model under this to put it on ``meta`` uninitialised (see :class:`MetaBuild`)."""
     with MetaBuild():
         yield
-
-
-class MathAttentionOnMeta(BaseException):
-    """Raised by an ``OpMode`` that watches for attention: a ``meta`` forward took SDPA's math path.
-
-    The function mode that routes attention to the CPU's kernel (:class:`CpuAttentionOnMeta`) costs
-    every torch call of a forward, which is 40% of a shape-only trace of the seed, a model with no
-    attention. So a ``meta`` trace starts without it while its operation mode watches for
-    ``_safe_softmax``, which on ``meta`` only the math decomposition of
-    ``scaled_dot_product_attention`` produces. Seeing one, it raises this, and the tracer starts
-    the forward again with the function mode on. A ``BaseException``, so that a model's own
-    ``except Exception`` does not swallow it.
-    """
 
 
 class CpuAttentionOnMeta(TorchFunctionMode):
@@ -542,7 +524,8 @@ class CpuAttentionOnMeta(TorchFunctionMode):
     the log-sum-exp. A shape-only ``--train`` trace must save what the CPU saves, so where the CPU
     would take its flash kernel (4-D, one dtype, one head size, no grouped-query heads) this
     calls it. The MACs are the same either way; the shapes of the operation-level rows are not
-    (the math backend folds the heads into the batch), so every trace of a ``meta`` model uses it.
+    (the math backend folds the heads into the batch), so a trace of a ``meta`` model uses it
+    unless its target says the model has no attention (``Target.attention``).
     """
 
     def __torch_function__(self, func, types, args=(), kwargs=None):

@@ -114,13 +114,15 @@ class ActivationStats:
       is counted with ``eq`` instead. ``eq`` and a sum, used before, took several times longer
       than all the other passes together on the CPU.
 
-    The last result is kept for the tensor it came from (held weakly, with its version counter),
-    so a stage whose output is its last block's output is not measured twice.
+    The last result is kept for the tensor it came from (held weakly) until the next operation of
+    the model (the recorder calls :meth:`forget`), so a stage whose output is its last block's
+    output, with nothing run in between, is not measured twice. (A version counter would miss a
+    write through ``.data`` and does not exist on inference tensors.)
     """
 
     def __init__(self) -> None:
         self._scratch: torch.Tensor | None = None
-        self._last: tuple[weakref.ref[torch.Tensor], int, Activation] | None = None
+        self._last: tuple[weakref.ref[torch.Tensor], Activation] | None = None
 
     def _buffer(self, like: torch.Tensor) -> torch.Tensor:
         n = like.numel()
@@ -134,12 +136,16 @@ class ActivationStats:
         if t is None or t.is_meta or t.numel() == 0 or t.is_complex():
             return None
         last = self._last
-        if last is not None and last[0]() is t and last[1] == t._version:
-            return last[2]
+        if last is not None and last[0]() is t:
+            return last[1]
         with torch.no_grad():
             a = self._measure(t.detach())
-        self._last = (weakref.ref(t), t._version, a)
+        self._last = (weakref.ref(t), a)
         return a
+
+    def forget(self) -> None:
+        """An operation ran: the last result may no longer describe its tensor."""
+        self._last = None
 
     def _measure(self, t: torch.Tensor) -> Activation:
         if t.dtype not in (torch.float32, torch.float64):
@@ -427,6 +433,7 @@ class Recorder:
 
     # -- operations -------------------------------------------------------------
     def on_op(self, func: Any, args: tuple, kwargs: dict, out: Any, macs: int) -> None:
+        self.measure.forget()
         try:
             self._on_op(func, args, kwargs, out, macs)
         except Exception as exc:  # pragma: no cover - a bug of ours
@@ -625,15 +632,13 @@ def hooked(
     ops: bool = True,
     find_blocks: bool = False,
     train: bool = False,
-    cpu_attention: bool = False,
+    cpu_attention: bool = True,
 ) -> Iterator[Recorder]:
     """Hook the modules of ``model`` (or just those in ``only``) and, with ``ops``, watch its operations.
 
     On a ``meta`` model, ``cpu_attention`` routes attention to the CPU's kernel
-    (:class:`~resnet_trace.ops.CpuAttentionOnMeta`); without it, the operation mode raises
-    :class:`~resnet_trace.ops.MathAttentionOnMeta` at the first attention, for the caller to start
-    again with it. Always removes the hooks, leaves the operation mode and restores every
-    ``training`` flag.
+    (:class:`~resnet_trace.ops.CpuAttentionOnMeta`). Always removes the hooks, leaves the operation
+    mode and restores every ``training`` flag.
     """
     recorder = Recorder(
         model,
@@ -658,9 +663,7 @@ def hooked(
                 on_meta = first is None or first.is_meta  # a real device runs its own kernel already
                 if on_meta and cpu_attention:
                     stack.enter_context(CpuAttentionOnMeta())
-                stack.enter_context(
-                    OpMode(recorder, shortcuts=True, watch_attention=on_meta and not cpu_attention)
-                )
+                stack.enter_context(OpMode(recorder, shortcuts=True))
             if train:
                 stack.enter_context(torch.autograd.graph.saved_tensors_hooks(recorder.pack, _unpack))
             yield recorder

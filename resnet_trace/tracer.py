@@ -7,7 +7,6 @@ module runs the forward under it and freezes what it saw.
 from __future__ import annotations
 
 import dataclasses
-import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +15,6 @@ import torch
 from torch import nn
 
 from resnet_trace.modtree import ParamIndex, param_count
-from resnet_trace.ops import MathAttentionOnMeta
 from resnet_trace.recorder import HookFailure, OpenRow, Recorder, hooked, row_keys
 from resnet_trace.records import ConvInfo, Depth, Kind, OutputInfo, Row, Shape, Totals
 from resnet_trace.target import Target
@@ -44,43 +42,30 @@ def run_forward(
     """One hooked forward. ``eval()`` under ``no_grad``, or with ``train`` in ``train()`` with autograd
     recording what it saves. Any exception from the model's code is the model's failure;
     a bug in our hooks is raised."""
+    out = None
+    failure: BaseException | None = None
     model = target.model
     blocks = target.block_types if block_types is None else block_types
-    while True:
-        out = None
-        failure: BaseException | None = None
-        attention = model in _ATTENTION_ON_META
-        with hooked(
-            model,
-            blocks,
-            stats=stats,
-            leaf_stats=leaf_stats,
-            train=train,
-            find_blocks=find_blocks,
-            cpu_attention=attention,
-        ) as rec:
-            model.train(train)
-            grad = torch.enable_grad() if train else torch.no_grad()
-            try:
-                with grad:
-                    out = model(**x) if isinstance(x, dict) else model(x)
-            except (HookFailure, KeyboardInterrupt):
-                raise
-            except MathAttentionOnMeta:
-                pass  # start again below, with attention as the CPU runs it
-            except BaseException as exc:  # the model's own code failed on this input (SystemExit too)
-                failure = exc
-                rec.failure = rec.failing_module()
-            else:
-                return Forward(rec, out, failure)
-        if failure is not None or attention:
-            return Forward(rec, out, failure)
-        _ATTENTION_ON_META[model] = True
-
-
-#: Models seen to use attention on ``meta``: their later traces route it to the CPU's kernel from
-#: the start (see :class:`~resnet_trace.ops.MathAttentionOnMeta`).
-_ATTENTION_ON_META: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
+    with hooked(
+        model,
+        blocks,
+        stats=stats,
+        leaf_stats=leaf_stats,
+        train=train,
+        find_blocks=find_blocks,
+        cpu_attention=target.attention,
+    ) as rec:
+        model.train(train)
+        grad = torch.enable_grad() if train else torch.no_grad()
+        try:
+            with grad:
+                out = model(**x) if isinstance(x, dict) else model(x)
+        except (HookFailure, KeyboardInterrupt):
+            raise
+        except BaseException as exc:  # the model's own code failed on this input (SystemExit too)
+            failure = exc
+            rec.failure = rec.failing_module()
+    return Forward(rec, out, failure)
 
 
 def find_block_types(target: Target, x: Any) -> tuple[type[nn.Module], ...]:

@@ -6,7 +6,9 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
+from resnet_trace import trace
 from resnet_trace.recorder import ActivationStats
 
 
@@ -57,14 +59,77 @@ def test_statistics_match_torch(name: str) -> None:
     assert got.zero_fraction == zeros  # an exact count, NaN not counted as zero
 
 
-def test_a_tensor_changed_in_place_is_measured_again() -> None:
+def test_a_tensor_is_measured_once_until_an_operation_runs() -> None:
     measure = ActivationStats()
     t = torch.relu(torch.randn(1000))
     first = measure(t)
-    assert measure(t) is first  # the same tensor, unchanged: measured once
+    assert measure(t) is first  # the same tensor, nothing run since: measured once
     t.zero_()
+    measure.forget()  # what the recorder does on every operation of the model
     again = measure(t)
     assert again is not None and again.zero_fraction == 1.0 and again.max == 0.0
+
+
+class _ZeroedThroughData(nn.Module):
+    """Writes its output through ``.data``, which no version counter sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        y.data.zero_()
+        return y
+
+
+class _InferenceInside(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.conv(x)
+
+
+class _Net(nn.Module):
+    def __init__(self, block: type[nn.Module]) -> None:
+        super().__init__()
+        self.blocks = nn.Sequential(block(), nn.Identity())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x)
+
+
+def test_a_block_that_rewrites_its_output_is_measured_after_the_rewrite() -> None:
+    torch.manual_seed(0)
+    t = trace(
+        model=_Net(_ZeroedThroughData),
+        input_shape=(1, 3, 8, 8),
+        real=True,
+        depth="layer",
+        block="_ZeroedThroughData",
+    )
+    block = next(r for r in t.rows if r.name == "blocks.0")
+    assert block.activation is not None
+    assert block.activation.zero_fraction == 1.0 and block.activation.max == 0.0
+
+
+def test_inference_tensors_are_measured() -> None:
+    # an inference tensor has no version counter: the statistics must not need one
+    t = trace(
+        model=_Net(_InferenceInside),
+        input_shape=(1, 3, 8, 8),
+        real=True,
+        depth="layer",
+        block="_InferenceInside",
+    )
+    assert t.trace.error is None
+    rows = [r for r in t.rows if r.name.startswith("blocks.0")]
+    assert rows and all(r.activation is not None for r in rows)
+    a = rows[0].activation
+    assert a is not None and a.min <= a.mean <= a.max and 0.0 <= a.zero_fraction <= 1.0
 
 
 def test_a_new_tensor_with_the_same_values_reuses_nothing_stale() -> None:
