@@ -21,7 +21,6 @@ against real CPU forwards, including inputs that fail.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
@@ -507,13 +506,6 @@ class MetaBuild(DeviceContext):
             if getattr(t, "is_meta", False):
                 return t
         return super().__torch_function__(func, types, args, kwargs)
-
-
-@contextlib.contextmanager
-def building_on_meta() -> Iterator[None]:
-    """Build the built-in model under this to put it on ``meta`` uninitialised (see :class:`MetaBuild`)."""
-    with MetaBuild():
-        yield
 
 
 class CpuAttentionOnMeta(TorchFunctionMode):

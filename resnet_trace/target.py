@@ -53,10 +53,10 @@ def builtin_target(
 
     from resnet_trace.layout import STEM_CHANNELS, accepted_sizes
     from resnet_trace.model import BottleNeck, ResNet
-    from resnet_trace.ops import building_on_meta
+    from resnet_trace.ops import MetaBuild
 
     if device == Device.META:
-        with building_on_meta():
+        with MetaBuild():
             model = ResNet(base_dim, num_classes, variant=variant, head=head)
     else:
         if init_seed is not None:

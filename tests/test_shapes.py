@@ -348,11 +348,11 @@ def test_a_meta_build_skips_initialisation_and_nothing_else():
     import threading
 
     from resnet_trace.model import ResNet
-    from resnet_trace.ops import building_on_meta
+    from resnet_trace.ops import MetaBuild
 
     with torch.device("meta"):
         plain = ResNet(16, 3)
-    with building_on_meta():
+    with MetaBuild():
         fast = ResNet(16, 3)
         made_here = torch.empty(2, 3)
         default_inside = torch.get_default_device()  # as torch.device("meta") sets it

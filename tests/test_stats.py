@@ -102,15 +102,14 @@ class _Net(nn.Module):
         return self.blocks(x)
 
 
+def _layer_trace(block: type[nn.Module]):
+    """A real trace, at layer depth, of ``block`` followed by an identity."""
+    return trace(model=_Net(block), input_shape=(1, 3, 8, 8), real=True, depth="layer", block=block.__name__)
+
+
 def test_a_block_that_rewrites_its_output_is_measured_after_the_rewrite() -> None:
     torch.manual_seed(0)
-    t = trace(
-        model=_Net(_ZeroedThroughData),
-        input_shape=(1, 3, 8, 8),
-        real=True,
-        depth="layer",
-        block="_ZeroedThroughData",
-    )
+    t = _layer_trace(_ZeroedThroughData)
     block = next(r for r in t.rows if r.name == "blocks.0")
     assert block.activation is not None
     assert block.activation.zero_fraction == 1.0 and block.activation.max == 0.0
@@ -118,13 +117,7 @@ def test_a_block_that_rewrites_its_output_is_measured_after_the_rewrite() -> Non
 
 def test_inference_tensors_are_measured() -> None:
     # an inference tensor has no version counter: the statistics must not need one
-    t = trace(
-        model=_Net(_InferenceInside),
-        input_shape=(1, 3, 8, 8),
-        real=True,
-        depth="layer",
-        block="_InferenceInside",
-    )
+    t = _layer_trace(_InferenceInside)
     assert t.trace.error is None
     rows = [r for r in t.rows if r.name.startswith("blocks.0")]
     assert rows and all(r.activation is not None for r in rows)
