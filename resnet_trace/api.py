@@ -526,6 +526,34 @@ def summary_traces(
     return traces
 
 
+def _guard_forward(
+    target: Target, shape: Shape, element_size: int, *, available: int | None = None, device: str = Device.CPU
+) -> int:
+    """Refuse (UsageError) a real forward of ``shape`` that would not fit; its estimated bytes.
+
+    The largest output comes from the target's own arithmetic where it has one (the built-in
+    model), otherwise from a shape-only trace on ``meta``; nothing real is allocated either way.
+    """
+    from resnet_trace.memory import estimate_bytes, guard, largest_traced
+
+    if target.largest_output is not None:
+        largest = target.largest_output(shape)
+        params = target.info.model_params
+    else:
+        t = trace_shapes(target, shape)
+        largest, params = largest_traced(t), t.totals.params
+    assert params is not None  # every target records its parameter count when it is built
+    what = f"run {'x'.join(map(str, shape))}"
+    if target.info.base_dim is not None:
+        what += f" at base_dim {target.info.base_dim}"
+    return guard(
+        estimate_bytes(params, shape, largest, element_size),
+        what,
+        available=available,
+        where="memory" if device == Device.CPU else f"{device} memory",
+    )
+
+
 def _cpu_fallback(
     traces: list[Trace],
     target: Target,
@@ -537,7 +565,6 @@ def _cpu_fallback(
     train: bool,
 ) -> list[Trace]:
     """A user model that fails on ``meta`` may only lack meta support: retry those inputs on the CPU."""
-    from resnet_trace.memory import guard
     from resnet_trace.usermodel import load_user_target
 
     cpu: Target | None = None
@@ -546,7 +573,7 @@ def _cpu_fallback(
         if t.error is None:
             out.append(t)
             continue
-        guard(t, 4)
+        _guard_forward(target, t.input_shape, 4)
         if cpu is None:
             cpu = load_user_target(
                 model_ref,
@@ -598,7 +625,6 @@ def run_traces(
     from pathlib import Path
 
     from resnet_trace.loading import load_input, load_weights
-    from resnet_trace.memory import guard
 
     if input_file is not None and inputs:
         raise UsageError("give --input or --input-file, not both")
@@ -626,12 +652,7 @@ def run_traces(
             if dev is not Device.META:
                 found = ensure_blocks(meta_target, shape)
                 try:
-                    guard(
-                        trace_shapes(found, shape),
-                        torch_dtype.itemsize,
-                        available=room,
-                        where="memory" if dev is Device.CPU else f"{dev} memory",
-                    )
+                    _guard_forward(found, shape, torch_dtype.itemsize, available=room, device=dev)
                 except UsageError as exc:
                     raise UsageError(f"{what} was not read: {exc}") from None
 
@@ -647,12 +668,7 @@ def run_traces(
         return [trace_shapes(meta_target, s, command="run") for s in shapes]
     room = device_memory(dev)
     for s in shapes:
-        guard(
-            trace_shapes(meta_target, s),
-            torch_dtype.itemsize,
-            available=room,
-            where="memory" if dev is Device.CPU else f"{dev} memory",
-        )
+        _guard_forward(meta_target, s, torch_dtype.itemsize, available=room, device=dev)
     if weights is not None:
         target = meta_target
         spec = ModelSpec(

@@ -98,3 +98,31 @@ def accepted_sizes() -> tuple[int, int]:
         size += 1
     assert lo is not None and hi is not None
     return lo, hi
+
+
+def largest_output(shape: tuple[int, ...], base_dim: int, num_classes: int, *, adaptive: bool) -> int:
+    """Elements of the largest output any module of the seed produces for an ``NxCxHxW`` input.
+
+    The memory guard's activation term for the built-in model, from the stage plan instead of a
+    shape-only trace (which costs a meta build and a hooked forward, 30-40 ms). Every module whose
+    input reaches it counts, as in a trace: the head's pool and ``fc_layer`` only where they accept
+    the map. Tests compare it with the largest output of a trace over many shapes and models.
+    """
+    n, _, h, w = shape
+    h, w = out_size(h, *STEM_CONV), out_size(w, *STEM_CONV)
+    largest = n * base_dim * h * w  # the stem's conv and ReLU; its max pool only shrinks the map
+    h, w = out_size(h, *STEM_POOL), out_size(w, *STEM_POOL)
+    for block in BLOCKS:
+        if block.down:
+            h, w = out_size(h, *DOWN_CONV), out_size(w, *DOWN_CONV)
+        # every conv, skip and sum of a block is at most its output (mid = out / 4 channels)
+        largest = max(largest, n * base_dim * block.out_mult * h * w)
+    if adaptive:
+        pooled = 1
+    else:
+        kernel, stride, padding = HEAD_POOL
+        if min(h, w) + 2 * padding < kernel:
+            return largest  # the pool refuses the map: nothing after it runs
+        pooled = out_size(h, kernel, stride, padding) * out_size(w, kernel, stride, padding)
+    # the pool's output is at most its input; fc_layer takes base_dim * 32 features, one map's worth
+    return max(largest, n * num_classes) if pooled == 1 else largest

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from resnet_trace.errors import UsageError
-from resnet_trace.records import Trace
+from resnet_trace.records import Shape, Trace
 
 # Live at once in a no_grad forward of the seed's block: its input, the skip output,
 # a conv output and its ReLU output, then the sum, plus the statistics' temporaries. Four such
@@ -29,11 +29,15 @@ def _numel(shape: tuple[int, ...] | None) -> int:
     return n
 
 
-def estimate_bytes(trace: Trace, element_size: int) -> int:
-    """Parameters + input + ``ACTIVATION_FACTOR`` x the largest output any call produced."""
-    largest = max((_numel(r.out_shape) for r in trace.rows), default=0)
-    largest = max(largest, _numel(trace.input_shape))
-    return (trace.totals.params + _numel(trace.input_shape) + ACTIVATION_FACTOR * largest) * element_size
+def largest_traced(trace: Trace) -> int:
+    """Elements of the largest output any call of ``trace`` produced (0 for none)."""
+    return max((_numel(r.out_shape) for r in trace.rows), default=0)
+
+
+def estimate_bytes(params: int, input_shape: Shape, largest: int, element_size: int) -> int:
+    """Parameters + input + ``ACTIVATION_FACTOR`` x the largest output (or the input, if larger)."""
+    n_in = _numel(input_shape)
+    return (params + n_in + ACTIVATION_FACTOR * max(largest, n_in)) * element_size
 
 
 def available_bytes() -> int | None:
@@ -91,23 +95,22 @@ def human(n: float) -> str:
     return f"{n:.1f} PiB"  # pragma: no cover
 
 
-def guard(trace: Trace, element_size: int, *, available: int | None = None, where: str = "memory") -> int:
-    """Refuse (exit 2) a forward whose estimate exceeds ``SHARE`` (80%) of what is available.
+def guard(need: int, what: str, *, available: int | None = None, where: str = "memory") -> int:
+    """Refuse (exit 2) ``what`` (``run 8x3x224x224 at base_dim 64``) when the ``need`` bytes
+    estimated for it exceed ``SHARE`` (80%) of what is available; return ``need``.
 
     ``available`` is what the caller measured (an accelerator's free memory); without it the
     host's is read. ``RESNET_TRACE_MEMORY_LIMIT`` overrides both.
     """
-    need = estimate_bytes(trace, element_size)
     # The environment variable wins over what was measured, here or on an accelerator.
     override = limit_override()
     avail = override if override is not None else available if available is not None else available_bytes()
     set_by = f", set by {LIMIT_VAR}" if override is not None else ""
     if avail is not None and need > SHARE * avail:
         raise UsageError(
-            f"run {'x'.join(map(str, trace.input_shape))} at base_dim {trace.model.base_dim} needs about "
-            f"{human(need)}, over the limit of {human(SHARE * max(avail, 0))} ({SHARE:.0%} of the "
-            f"{human(max(avail, 0))} of {where} available{set_by}); use 'resnet-trace summary', "
-            f"which needs no memory, or a smaller batch"
+            f"{what} needs about {human(need)}, over the limit of {human(SHARE * max(avail, 0))} "
+            f"({SHARE:.0%} of the {human(max(avail, 0))} of {where} available{set_by}); use "
+            f"'resnet-trace summary', which needs no memory, or a smaller batch"
         )
     return need
 

@@ -33,6 +33,9 @@ class Target:
     # does it costs every torch call of a forward (40% of the seed's shape-only trace), so only a
     # model known to have no attention, the built-in one, goes without it.
     attention: bool = True
+    # Elements of the largest output any module produces for an input shape, where the model's
+    # source can say without a trace (the memory guard's term; None: take it from a shape trace).
+    largest_output: Callable[[Shape], int] | None = None
 
 
 def builtin_target(
@@ -51,7 +54,7 @@ def builtin_target(
     """
     import torch
 
-    from resnet_trace.layout import STEM_CHANNELS, accepted_sizes
+    from resnet_trace.layout import STEM_CHANNELS, accepted_sizes, largest_output
     from resnet_trace.model import BottleNeck, ResNet
     from resnet_trace.ops import MetaBuild
 
@@ -89,6 +92,9 @@ def builtin_target(
         channels=STEM_CHANNELS,
         advice=advice,
         attention=False,  # convolutions, pools and a linear head only
+        largest_output=lambda shape: largest_output(
+            shape, base_dim, num_classes, adaptive=head is Head.ADAPTIVE
+        ),
     )
 
 

@@ -43,6 +43,8 @@ CASES = {
     "tiny": lambda: torch.randn(5000) * 1e-30,  # squares underflow float32
     "constant": lambda: torch.full((2049,), 3.25),
     "not a multiple of a row": lambda: torch.randn(1024 * 3 + 17),
+    "centred, several chunks": lambda: torch.randn(3 * 2**18 + 5) * 0.01 + 100.0,
+    "float64 zeros, several chunks": lambda: torch.randn(2**19 + 1, dtype=torch.float64).relu(),
 }
 
 
@@ -57,6 +59,25 @@ def test_statistics_match_torch(name: str) -> None:
     assert same(got.std, std, 2e-6)
     assert same(got.min, low, 0) and same(got.max, high, 0)
     assert got.zero_fraction == zeros  # an exact count, NaN not counted as zero
+
+
+def test_one_measure_serves_tensors_of_every_size_and_dtype_in_turn() -> None:
+    """The recorder keeps one ``ActivationStats`` (and its scratch buffer) for a whole forward."""
+    torch.manual_seed(0)
+    measure = ActivationStats()
+    for t in (
+        torch.relu(torch.randn(2**20 + 7)),
+        torch.relu(torch.randn(3, dtype=torch.float64)),
+        torch.randn(2**18 - 1) * 0.01 + 50.0,
+        torch.relu(torch.randn(2**19, dtype=torch.float64)),
+        torch.zeros(5),
+    ):
+        measure.forget()
+        got = measure(t)
+        assert got is not None
+        mean, std, low, high, zeros = truth(t)
+        assert same(got.mean, mean, 1e-6) and same(got.std, std, 2e-6)
+        assert got.min == low and got.max == high and got.zero_fraction == zeros
 
 
 def test_a_tensor_is_measured_once_until_an_operation_runs() -> None:
