@@ -258,8 +258,6 @@ def trace_run(
     """
     import time
 
-    from resnet_trace.timing import timed_forwards
-
     check_channels(target, tuple(int(d) for d in x.shape))
     device = x.device.type
     sync = torch.cuda.synchronize if device == Device.CUDA else (lambda: None)
@@ -272,6 +270,8 @@ def trace_run(
     times = None
     overhead_ms = None
     if fwd.failure is None and (repeat > 1 or device == Device.CUDA):
+        from resnet_trace.timing import timed_forwards
+
         row_modules = {id(r.module) for r in rec.rows if r.module is not None and r.depth is not Depth.LAYER}
         timings = timed_forwards(target, x, max(repeat, 1), row_modules, progress, leaves=leaves)
         times = timings.per_row
@@ -622,10 +622,6 @@ def run_traces(
     ``weights`` are assigned into a meta-built model (no wasted initialisation); otherwise the
     model is initialised under ``seed``. ``input_file`` replaces ``inputs``.
     """
-    from pathlib import Path
-
-    from resnet_trace.loading import load_input, load_weights
-
     if input_file is not None and inputs:
         raise UsageError("give --input or --input-file, not both")
     dev = resolve_device(device)
@@ -645,6 +641,10 @@ def run_traces(
     if input_file is not None:
         room = device_memory(dev) if dev is not Device.META else None
         what = f"--input-file {str(input_file)!r}"
+
+        from pathlib import Path
+
+        from resnet_trace.loading import load_input
 
         def fits(shape: tuple[int, ...]) -> None:
             """Checked from the file's header, before any data is copied: channels, then memory."""
@@ -677,6 +677,10 @@ def run_traces(
             variant=Variant(variant),  # checked by make_target above
             head=Head(head),
         )
+        from pathlib import Path
+
+        from resnet_trace.loading import load_weights
+
         load_weights(Path(weights), target.model, spec)
         target.model.to(device=dev, dtype=torch_dtype)
     else:
