@@ -101,11 +101,17 @@ def tensors_in(value: Any) -> Iterator[torch.Tensor]:
     """Tensors in an argument or result, through tuples, lists and dicts."""
     if isinstance(value, torch.Tensor):
         yield value
-    elif isinstance(value, (tuple, list)):
-        for v in value:
-            yield from tensors_in(v)
-    elif isinstance(value, dict):
-        for v in value.values():
+        return
+    if isinstance(value, dict):
+        value = value.values()
+    elif not isinstance(value, (tuple, list)):
+        return
+    for v in value:
+        # Most items are tensors or plain numbers (an operation's strides and paddings): only a
+        # nested container gets a generator of its own. This runs for every operation and call.
+        if isinstance(v, torch.Tensor):
+            yield v
+        elif isinstance(v, (tuple, list, dict)):
             yield from tensors_in(v)
 
 

@@ -277,7 +277,8 @@ class Recorder:
         self.names, self.structural = _structure(self.model, self.block_types)
         for p in self.model.parameters():
             self.params[id(p)] = p
-            self.param_storages.add(_storage_key(p))
+        if self.train:  # only saved tensors are compared with the parameters' storage
+            self.param_storages = {_storage_key(p) for p in self.params.values()}
 
     # -- naming -------------------------------------------------------------
     def _name(self, module: nn.Module) -> str:
@@ -619,7 +620,8 @@ def keep_training_flags(model: nn.Module) -> Iterator[None]:
         yield
     finally:
         for m, flag in flags:
-            m.training = flag
+            if m.training is not flag:  # Module.__setattr__ is slow: set only what changed
+                m.training = flag
 
 
 @contextlib.contextmanager
