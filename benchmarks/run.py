@@ -38,6 +38,7 @@ import compileall
 import json
 import os
 import platform
+import random
 import shutil
 import statistics
 import subprocess
@@ -336,13 +337,38 @@ class Result:
     status: str
     note: str = ""
     cpu_ratio: float | None = None  # the same ratio in CPU seconds: less sensitive to other work
+    interval: tuple[float, float] | None = None  # 90% bootstrap interval of ``ratio``
 
 
 def median_of(samples: Sequence[Sample], metric: str) -> float:
     return statistics.median(getattr(s, metric) for s in samples)
 
 
+#: Resamples for the interval of a ratio; seeded, so the same samples always give the same interval.
+BOOTSTRAP = 2000
+
+
+def ratio_interval(a: Sequence[float], b: Sequence[float], level: float = 0.9) -> tuple[float, float]:
+    """A percentile-bootstrap interval for median(a) / median(b).
+
+    The runs were alternated, so A's i-th and B's i-th ran side by side: pairs are resampled
+    together, keeping what a slow spell of the machine did to both. The interval says how far
+    the ratio could move if the same number of runs were taken again on this machine.
+    """
+    rng = random.Random(0)
+    n = len(a)
+    ratios = []
+    for _ in range(BOOTSTRAP):
+        picks = [rng.randrange(n) for _ in range(n)]
+        ratios.append(statistics.median(a[i] for i in picks) / statistics.median(b[i] for i in picks))
+    ratios.sort()
+    tail = (1 - level) / 2
+    return ratios[int(tail * (BOOTSTRAP - 1))], ratios[int((1 - tail) * (BOOTSTRAP - 1))]
+
+
 def judge(target: Target, samples: tuple[list[Sample], list[Sample]] | None, note: str) -> Result:
+    """PASS when the ratio of medians is within the limit. The interval is shown, not judged: where it
+    straddles the limit, the result could flip on a rerun, and the row says so."""
     if samples is None:
         return Result(target.key, target.name, target.metric, None, None, None, target.limit, "SKIP", note)
     a, b = median_of(samples[0], target.metric), median_of(samples[1], target.metric)
@@ -350,10 +376,17 @@ def judge(target: Target, samples: tuple[list[Sample], list[Sample]] | None, not
     status = "PASS" if ratio <= target.limit else "FAIL"
     if not target.judged:
         status = "info (" + ("within" if ratio <= target.limit else "over") + ")"
+    interval = ratio_interval(
+        [getattr(x, target.metric) for x in samples[0]], [getattr(x, target.metric) for x in samples[1]]
+    )
+    if interval[0] <= target.limit < interval[1]:
+        note = "; ".join(filter(None, (note, "within noise")))
     cpu_ratio = None
     if target.metric == "wall_s":
         cpu_ratio = median_of(samples[0], "cpu_s") / median_of(samples[1], "cpu_s")
-    return Result(target.key, target.name, target.metric, a, b, ratio, target.limit, status, note, cpu_ratio)
+    return Result(
+        target.key, target.name, target.metric, a, b, ratio, target.limit, status, note, cpu_ratio, interval
+    )
 
 
 def run_targets(
@@ -468,14 +501,22 @@ def render_results(results: Sequence[Result]) -> str:
             _value(r.metric, r.median_a),
             _value(r.metric, r.median_b),
             "-" if r.ratio is None else f"{r.ratio:.2f}",
+            "-" if r.interval is None else f"{r.interval[0]:.2f}-{r.interval[1]:.2f}",
             f"<= {r.limit:g}",
             r.status + (f" ({r.note})" if r.note else ""),
             "-" if r.cpu_ratio is None else f"{r.cpu_ratio:.2f}",
         )
         for r in results
     ]
-    table = _table(("row", "median A", "median B", "ratio", "target", "result", "cpu ratio"), rows)
-    return table + "\n\ncpu ratio: the same medians in CPU seconds (user + system, all threads); not judged."
+    table = _table(
+        ("row", "median A", "median B", "ratio", "90% interval", "target", "result", "cpu ratio"), rows
+    )
+    return table + (
+        "\n\n90% interval: where the ratio would fall in 9 of 10 repeats of this measurement on this machine"
+        " (bootstrap over the alternated pairs); 'within noise': the interval holds the target, so a"
+        " rerun could flip the result, and more runs (--repeat) narrow it."
+        "\ncpu ratio: the same medians in CPU seconds (user + system, all threads); not judged."
+    )
 
 
 def render_scaling(rows: Sequence[Scale]) -> str:
