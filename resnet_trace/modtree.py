@@ -17,11 +17,14 @@ class ParamIndex:
 
     One memoised walk instead of a ``module.parameters()`` walk per row: the same sets (a
     parameter is identified by its tensor, as ``parameters()`` does), at a fraction of the cost.
-    Valid while the model is not changed; build one per trace.
+    Valid while the model is not changed and for one set of read parameters; build one per trace.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, read: set[int] | frozenset[int] = frozenset()) -> None:
+        self._read = read  # ids of the parameters some operation read (for :meth:`unread`)
         self._under: dict[int, dict[int, int]] = {}
+        self._counts: dict[tuple[int, bool], int] = {}
+        self._unread: dict[tuple[int, bool], int] = {}
 
     @staticmethod
     def own(module: nn.Module) -> dict[int, int]:
@@ -37,11 +40,20 @@ class ParamIndex:
         return got
 
     def count(self, module: nn.Module, *, recurse: bool = True) -> int:
-        return sum((self.under(module) if recurse else self.own(module)).values())
+        key = (id(module), recurse)
+        got = self._counts.get(key)
+        if got is None:
+            got = self._counts[key] = sum((self.under(module) if recurse else self.own(module)).values())
+        return got
 
-    def unread(self, module: nn.Module, read: set[int], *, recurse: bool = True) -> int:
-        params = self.under(module) if recurse else self.own(module)
-        return sum(n for pid, n in params.items() if pid not in read)
+    def unread(self, module: nn.Module, *, recurse: bool = True) -> int:
+        """Elements of the parameters under ``module`` that are not in ``read``."""
+        key = (id(module), recurse)
+        got = self._unread.get(key)
+        if got is None:
+            params = self.under(module) if recurse else self.own(module)
+            got = self._unread[key] = sum(n for pid, n in params.items() if pid not in self._read)
+        return got
 
 
 def module_tree(model: nn.Module, ran: set[int]) -> TreeNode:

@@ -154,8 +154,7 @@ def freeze_rows(
     for r in kept:
         if r.kind is Kind.BLOCK and r.stage is not None:
             blocks_per_stage[id(r.stage)] = blocks_per_stage.get(id(r.stage), 0) + 1
-    read = rec.read
-    index = ParamIndex()
+    index = ParamIndex(rec.read)
     rows = []
     for r in kept:
         parent = parent_of(r)
@@ -191,7 +190,7 @@ def freeze_rows(
                 down=r.down,
                 skip=("+".join(skips) if skips else "none") if skips is not None else None,
                 skips=skips,
-                params_unused=0 if module is None else index.unread(module, read, recurse=not r.own),
+                params_unused=0 if module is None else index.unread(module, recurse=not r.own),
                 module_type=type(module).__name__ if module is not None else None,
                 conv=_conv_info(module) if r.depth is Depth.LAYER and not r.own else None,
                 blocks=blocks_per_stage.get(id(r)) if r.kind is Kind.STAGE else None,
