@@ -24,6 +24,7 @@ from resnet_trace.diagnosis import diagnose
 from resnet_trace.errors import UsageError
 from resnet_trace.layout import BASE_DIM, NUM_CLASSES
 from resnet_trace.modtree import module_tree
+from resnet_trace.recorder import HookSession
 from resnet_trace.records import (
     CUSTOM,
     Comparison,
@@ -49,6 +50,7 @@ from resnet_trace.target import Target, builtin_target, first_conv_channels
 from resnet_trace.tracer import (
     find_block_types,
     first_tensor,
+    forward_session,
     freeze_rows,
     output_shape,
     outputs,
@@ -195,11 +197,18 @@ def check_channels(target: Target, shape: Shape, *, what: str | None = None) -> 
 
 
 def trace_shapes(
-    target: Target, input_shape: Shape, *, command: str = "summary", train: bool = False
+    target: Target,
+    input_shape: Shape,
+    *,
+    command: str = "summary",
+    train: bool = False,
+    session: HookSession | None = None,
 ) -> Trace:
     """A shape-only trace: on ``meta`` when the model is there, no weights, no activations, any size.
 
     ``train`` runs the forward with autograd in ``train()`` mode and records what it saves.
+    ``session``: a :func:`~resnet_trace.tracer.forward_session` of ``target`` with the same ``train``,
+    shared by the traces of several input sizes.
     """
     check_channels(target, input_shape)
     params = list(target.model.parameters())
@@ -210,7 +219,7 @@ def trace_shapes(
     x = torch.empty(tuple(input_shape), device=device, dtype=dtype)
     if not meta:
         x = torch.zeros(tuple(input_shape), device=device, dtype=dtype)
-    fwd = run_forward(target, x, train=train)
+    fwd = run_forward(target, x, train=train, session=session)
     rec = fwd.recorder
     rows = freeze_rows(target, rec, timed=False)
     return Trace(
@@ -520,7 +529,8 @@ def summary_traces(
     target = ensure_blocks(target, shapes[0])
     if word("dtype", DType, dtype) is not DType.FLOAT32:  # the models are built in float32
         target.model.to(dtype=dtype_of(dtype))
-    traces = [trace_shapes(target, s, command=command, train=train) for s in shapes]
+    with forward_session(target, train=train) as session:  # hooks registered once for every size
+        traces = [trace_shapes(target, s, command=command, train=train, session=session) for s in shapes]
     if model_ref is not None and any(t.error is not None for t in traces):
         traces = _cpu_fallback(traces, target, model_ref, base_dim, num_classes, model_args, command, train)
     if train:

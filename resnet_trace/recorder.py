@@ -1,7 +1,8 @@
 """The hook recorder: module calls become rows; operations (from :mod:`resnet_trace.ops`) fill them.
 
-``hooked(...)`` is the one place hooks live. Its ``finally`` removes every handle and
-restores every submodule's own ``training`` flag, whether the forward succeeded or raised.
+``hook_session(...)`` (and ``hooked(...)``, one forward of it) is the one place hooks live. Its
+``finally`` removes every handle and restores every submodule's own ``training`` flag, whether
+the forwards succeeded or raised.
 
 What becomes a row (forward order, one row per call):
 
@@ -27,7 +28,7 @@ import contextlib
 import math
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -624,8 +625,60 @@ def keep_training_flags(model: nn.Module) -> Iterator[None]:
                 m.training = flag
 
 
+class HookSession:
+    """The hooks of one :func:`hook_session`, for one forward after another.
+
+    Each :meth:`recording` starts a fresh :class:`Recorder` and, for that forward only, the
+    operation mode and the saved-tensor hooks (work between forwards, such as making the next
+    input or freezing rows, is not the model's). Tracing one model at many input sizes then
+    registers its hooks and sets its training flags once, not once per size.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        recorder: Callable[[], Recorder],
+        *,
+        ops: bool,
+        cpu_attention: bool,
+    ) -> None:
+        self.model = model
+        self.new_recorder = recorder
+        self.ops = ops
+        self.cpu_attention = cpu_attention
+        self.recorder: Recorder | None = None
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[Recorder]:
+        """A fresh recorder, with the operation modes on, for one forward."""
+        recorder = self.new_recorder()
+        with contextlib.ExitStack() as stack:
+            if self.ops:
+                stack.enter_context(_mha_fastpath_off())
+                first = next(self.model.parameters(), None)
+                on_meta = first is None or first.is_meta  # a real device runs its own kernel already
+                if on_meta and self.cpu_attention:
+                    stack.enter_context(CpuAttentionOnMeta())
+                stack.enter_context(OpMode(recorder, shortcuts=True))
+            if recorder.train:
+                stack.enter_context(torch.autograd.graph.saved_tensors_hooks(recorder.pack, _unpack))
+            self.recorder = recorder
+            try:
+                yield recorder
+            finally:
+                self.recorder = None
+
+    def pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if self.recorder is not None:  # a module called outside a recording is not traced
+            self.recorder.pre(module, args, kwargs)
+
+    def post(self, module: nn.Module, args: tuple, kwargs: dict, out: object) -> None:
+        if self.recorder is not None:
+            self.recorder.post(module, args, kwargs, out)
+
+
 @contextlib.contextmanager
-def hooked(
+def hook_session(
     model: nn.Module,
     block_types: tuple[type[nn.Module], ...],
     *,
@@ -637,43 +690,45 @@ def hooked(
     find_blocks: bool = False,
     train: bool = False,
     cpu_attention: bool = True,
-) -> Iterator[Recorder]:
-    """Hook the modules of ``model`` (or just those in ``only``) and, with ``ops``, watch its operations.
+) -> Iterator[HookSession]:
+    """Hook the modules of ``model`` (or just those in ``only``) for as many forwards as the caller
+    runs, each inside :meth:`HookSession.recording`, which with ``ops`` also watches its operations.
 
     On a ``meta`` model, ``cpu_attention`` routes attention to the CPU's kernel
-    (:class:`~resnet_trace.ops.CpuAttentionOnMeta`). Always removes the hooks, leaves the operation
-    mode and restores every ``training`` flag.
+    (:class:`~resnet_trace.ops.CpuAttentionOnMeta`). Always removes the hooks and restores every
+    ``training`` flag.
     """
-    recorder = Recorder(
-        model,
-        block_types,
-        stats=stats,
-        events=events,
-        leaf_stats=leaf_stats,
-        find_blocks=find_blocks,
-        train=train,
-    )
+
+    def new_recorder() -> Recorder:
+        return Recorder(
+            model,
+            block_types,
+            stats=stats,
+            events=events,
+            leaf_stats=leaf_stats,
+            find_blocks=find_blocks,
+            train=train,
+        )
+
+    session = HookSession(model, new_recorder, ops=ops, cpu_attention=cpu_attention)
     handles = []
     modules = [m for m in model.modules() if only is None or id(m) in only or m is model]
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(keep_training_flags(model))
+    with keep_training_flags(model):
         try:
             for module in modules:
-                handles.append(module.register_forward_pre_hook(recorder.pre, with_kwargs=True))
-                handles.append(module.register_forward_hook(recorder.post, with_kwargs=True))
-            if ops:
-                stack.enter_context(_mha_fastpath_off())
-                first = next(model.parameters(), None)
-                on_meta = first is None or first.is_meta  # a real device runs its own kernel already
-                if on_meta and cpu_attention:
-                    stack.enter_context(CpuAttentionOnMeta())
-                stack.enter_context(OpMode(recorder, shortcuts=True))
-            if train:
-                stack.enter_context(torch.autograd.graph.saved_tensors_hooks(recorder.pack, _unpack))
-            yield recorder
+                handles.append(module.register_forward_pre_hook(session.pre, with_kwargs=True))
+                handles.append(module.register_forward_hook(session.post, with_kwargs=True))
+            yield session
         finally:
             for handle in handles:
                 handle.remove()
+
+
+@contextlib.contextmanager
+def hooked(model: nn.Module, block_types: tuple[type[nn.Module], ...], **options: Any) -> Iterator[Recorder]:
+    """One forward's :func:`hook_session` (same options): its recorder, operation modes on."""
+    with hook_session(model, block_types, **options) as session, session.recording() as recorder:
+        yield recorder
 
 
 def _no_modes() -> contextlib.AbstractContextManager[object]:

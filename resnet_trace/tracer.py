@@ -6,6 +6,7 @@ module runs the forward under it and freezes what it saw.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from resnet_trace.modtree import ParamIndex, param_count
-from resnet_trace.recorder import HookFailure, OpenRow, Recorder, hooked, row_keys
+from resnet_trace.recorder import HookFailure, HookSession, OpenRow, Recorder, hook_session, row_keys
 from resnet_trace.records import ConvInfo, Depth, Kind, OutputInfo, Row, Shape, Totals
 from resnet_trace.target import Target
 
@@ -29,6 +30,33 @@ class Forward:
     failure: BaseException | None
 
 
+@contextlib.contextmanager
+def forward_session(
+    target: Target,
+    *,
+    stats: bool = False,
+    leaf_stats: bool = False,
+    train: bool = False,
+    find_blocks: bool = False,
+    block_types: tuple[type[nn.Module], ...] | None = None,
+) -> Iterator[HookSession]:
+    """The hooks of :func:`run_forward`, for several forwards of ``target`` (one per input size):
+    the model in ``train()`` mode with ``train``, else ``eval()``; every flag restored afterwards."""
+    model = target.model
+    blocks = target.block_types if block_types is None else block_types
+    with hook_session(
+        model,
+        blocks,
+        stats=stats,
+        leaf_stats=leaf_stats,
+        train=train,
+        find_blocks=find_blocks,
+        cpu_attention=target.attention,
+    ) as session:
+        model.train(train)
+        yield session
+
+
 def run_forward(
     target: Target,
     x: Any,
@@ -38,28 +66,32 @@ def run_forward(
     train: bool = False,
     find_blocks: bool = False,
     block_types: tuple[type[nn.Module], ...] | None = None,
+    session: HookSession | None = None,
 ) -> Forward:
     """One hooked forward. ``eval()`` under ``no_grad``, or with ``train`` in ``train()`` with autograd
     recording what it saves. Any exception from the model's code is the model's failure;
-    a bug in our hooks is raised."""
+    a bug in our hooks is raised.
+
+    ``session``: a :func:`forward_session` of ``target`` opened with the same options, kept open
+    across forwards; without it, one is opened for this forward.
+    """
+    if session is None:
+        with forward_session(
+            target,
+            stats=stats,
+            leaf_stats=leaf_stats,
+            train=train,
+            find_blocks=find_blocks,
+            block_types=block_types,
+        ) as own:
+            return run_forward(target, x, train=train, session=own)
     out = None
     failure: BaseException | None = None
-    model = target.model
-    blocks = target.block_types if block_types is None else block_types
-    with hooked(
-        model,
-        blocks,
-        stats=stats,
-        leaf_stats=leaf_stats,
-        train=train,
-        find_blocks=find_blocks,
-        cpu_attention=target.attention,
-    ) as rec:
-        model.train(train)
+    with session.recording() as rec:
         grad = torch.enable_grad() if train else torch.no_grad()
         try:
             with grad:
-                out = model(**x) if isinstance(x, dict) else model(x)
+                out = target.model(**x) if isinstance(x, dict) else target.model(x)
         except (HookFailure, KeyboardInterrupt):
             raise
         except BaseException as exc:  # the model's own code failed on this input (SystemExit too)

@@ -496,3 +496,38 @@ def test_seed_truth_from_its_own_code(seed_module) -> None:
     )
     got = [(r.name, tuple(r.in_shape), tuple(r.out_shape), r.params, r.macs) for r in blocks_of(t.rows)]
     assert got == [(b.name, b.in_shape, b.out_shape, b.params, b.macs) for b in want.blocks]
+
+
+@pytest.mark.parametrize(
+    "case_id, shapes",
+    [
+        ("encoder", [(2, 16, 3, 3), (1, 16, 2, 5), (3, 16, 4, 4)]),  # attention, on meta's CPU kernel
+        ("resnet-bottleneck", [(2, 3, 32, 32), (1, 4, 8, 8), (1, 3, 48, 40)]),  # 4 channels fail
+    ],
+)
+def test_several_inputs_in_one_call_each_match_their_own_truth(cli, tmp_path, case_id, shapes):
+    """One hook session serves every input of a ``summary``: nothing from one forward (or from the
+    work between forwards) leaks into another, an input that fails included."""
+    _, family, cfg, _ = BY_ID[case_id]
+    torch.manual_seed(0)
+    model, block = BUILDERS[family](**cfg), block_class(family, cfg)
+    path = tmp_path / f"{family}_sizes.py"
+    path.write_text(model_file_text(family, cfg), encoding="utf-8")
+    wants: list[Truth | None] = []
+    for shape in shapes:
+        try:
+            wants.append(truth(model, shape, block))
+        except (RuntimeError, ValueError):  # the model refuses it: the tool reports the failure
+            wants.append(None)
+    args = [a for s in shapes for a in ("-i", "x".join(map(str, s)))]
+    docs = cli.json("summary", "--model", f"{path}:build", *args, code=3 if None in wants else 0)
+    assert [tuple(d["input_shape"]) for d in docs] == shapes
+    for doc, shape, want in zip(docs, shapes, wants):
+        if want is None:
+            assert doc["error"] is not None and doc["output_shape"] is None, shape
+            continue
+        assert doc["error"] is None, shape
+        t = doc["totals"]
+        assert (t["params"], t["params_unused"], t["macs"]) == (want.params, want.params_unused, want.macs)
+        assert json_blocks(doc) == truth_block_tuples(want), shape
+        assert [(o["path"], tuple(o["shape"])) for o in doc["outputs"]] == want.outputs
