@@ -275,9 +275,11 @@ class Recorder:
     _blocks: list[_BlockCtx] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.names, self.structural = _structure(self.model, self.block_types)
-        for p in self.model.parameters():
-            self.params[id(p)] = p
+        # A hook session computes these once for all its forwards and passes them in.
+        if not self.names:
+            self.names, self.structural = _structure(self.model, self.block_types)
+        if not self.params:
+            self.params = {id(p): p for p in self.model.parameters()}
         if self.train:  # only saved tensors are compared with the parameters' storage
             self.param_storages = {_storage_key(p) for p in self.params.values()}
 
@@ -699,6 +701,9 @@ def hook_session(
     ``training`` flag.
     """
 
+    names, structural = _structure(model, block_types)  # the model does not change during a session
+    params = {id(p): p for p in model.parameters()}
+
     def new_recorder() -> Recorder:
         return Recorder(
             model,
@@ -708,6 +713,9 @@ def hook_session(
             leaf_stats=leaf_stats,
             find_blocks=find_blocks,
             train=train,
+            names=names,
+            structural=structural,
+            params=params,
         )
 
     session = HookSession(model, new_recorder, ops=ops, cpu_attention=cpu_attention)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from resnet_trace.modtree import ParamIndex, param_count
+from resnet_trace.modtree import ParamIndex
 from resnet_trace.recorder import HookFailure, HookSession, OpenRow, Recorder, hook_session, row_keys
 from resnet_trace.records import ConvInfo, Depth, Kind, OutputInfo, Row, Shape, Totals
 from resnet_trace.target import Target
@@ -253,10 +253,11 @@ def unused_modules(model: nn.Module, read: set[int]) -> list[tuple[str, int]]:
 
 
 def totals(model: nn.Module, rec: Recorder) -> Totals:
-    """Params from ``model.parameters()`` (each tensor once), never summed from rows."""
+    """Params from ``model.parameters()`` (each tensor once, as the recorder collected them), never
+    summed from rows."""
     unused = unused_modules(model, rec.read)
     return Totals(
-        params=param_count(model),
+        params=sum(p.numel() for p in rec.params.values()),
         params_unused=sum(n for _, n in unused),
         unused_modules=tuple(name for name, _ in unused),
         macs=rec.macs,
