@@ -1,7 +1,7 @@
 """Time resnet-trace against its baselines, whole commands side by side.
 
     python benchmarks/run.py               # the targets of docs/performance.md; exit 1 if one is missed
-    python benchmarks/run.py --repeat 9    # more repetitions (default 5)
+    python benchmarks/run.py --repeat 21   # more repetitions, a narrower interval (default 11)
     python benchmarks/run.py --json        # also print the results as JSON (the table goes to stderr)
     python benchmarks/run.py --only run    # only the rows whose key contains "run"
     python benchmarks/run.py --scaling     # how summary and run grow with base_dim and batch
@@ -14,7 +14,9 @@ Every measurement is a fresh child process started from this interpreter
 are included, as a user sees them. The two commands of a pair alternate
 (A, B, A, B, ...) after one discarded warm-up of each, so that a slow spell of the
 machine hits both; medians are compared. Wall time is measured around the child;
-peak memory is the child's own ``ru_maxrss`` from ``os.wait4``.
+peak memory is the child's own ``ru_maxrss`` from ``os.wait4``. Each ratio comes with a 90%
+bootstrap interval (the pairs resampled together): on a shared machine one command's time can
+move by a third from one run to the next, and the interval says how far the ratio itself could.
 
 Like with like: the console script ends with ``os._exit`` (no interpreter teardown), so every
 baseline that imports torch ends with ``os._exit(0)`` too, torchinfo's included.
@@ -547,7 +549,7 @@ def render_commands(only: Sequence[str]) -> str:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeat", type=int, default=5, metavar="N", help="runs per command (default 5)")
+    parser.add_argument("--repeat", type=int, default=11, metavar="N", help="runs per command (default 11)")
     parser.add_argument("--json", action="store_true", help="print JSON on stdout (the table goes to stderr)")
     parser.add_argument(
         "--only", action="append", default=[], metavar="KEY", help="rows whose key contains KEY"
