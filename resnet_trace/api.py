@@ -539,12 +539,19 @@ def summary_traces(
 
 
 def _guard_forward(
-    target: Target, shape: Shape, element_size: int, *, available: int | None = None, device: str = Device.CPU
+    target: Target,
+    shape: Shape,
+    element_size: int,
+    *,
+    available: int | None = None,
+    device: str = Device.CPU,
+    traced: Trace | None = None,
 ) -> int:
     """Refuse (UsageError) a real forward of ``shape`` that would not fit; its estimated bytes.
 
     The largest output comes from the target's own arithmetic where it has one (the built-in
-    model), otherwise from a shape-only trace on ``meta``; nothing real is allocated either way.
+    model), otherwise from a shape-only trace on ``meta`` (``traced``, when the caller has one);
+    nothing real is allocated either way.
     """
     from resnet_trace.memory import estimate_bytes, guard, largest_traced
 
@@ -552,7 +559,7 @@ def _guard_forward(
         largest = target.largest_output(shape)
         params = target.info.model_params
     else:
-        t = trace_shapes(target, shape)
+        t = traced if traced is not None else trace_shapes(target, shape)
         largest, params = largest_traced(t), t.totals.params
     assert params is not None  # every target records its parameter count when it is built
     what = f"run {'x'.join(map(str, shape))}"
@@ -585,7 +592,7 @@ def _cpu_fallback(
         if t.error is None:
             out.append(t)
             continue
-        _guard_forward(target, t.input_shape, 4)
+        _guard_forward(target, t.input_shape, 4, traced=t)  # the failed trace's rows, up to the failure
         if cpu is None:
             cpu = load_user_target(
                 model_ref,

@@ -28,7 +28,7 @@ import contextlib
 import math
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -275,7 +275,7 @@ class Recorder:
     _blocks: list[_BlockCtx] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        # A hook session computes these once for all its forwards and passes them in.
+        # A hook session reads these once for all its forwards and passes them in.
         if not self.names:
             self.names, self.structural = _structure(self.model, self.block_types)
         if not self.params:
@@ -449,7 +449,8 @@ class Recorder:
         reads = False
         inputs = list(tensors_in(args)) + list(tensors_in(kwargs))
         for t in inputs:
-            if id(t) in self.params:
+            # a parameter the model made during this forward is not in ``params`` (read before it)
+            if id(t) in self.params or isinstance(t, nn.Parameter):
                 self.read.add(id(t))
                 reads = True
         own = self._own_row(out, inputs) if (macs or reads) else None
@@ -633,27 +634,73 @@ class HookSession:
     Each :meth:`recording` starts a fresh :class:`Recorder` and, for that forward only, the
     operation mode and the saved-tensor hooks (work between forwards, such as making the next
     input or freezing rows, is not the model's). Tracing one model at many input sizes then
-    registers its hooks and sets its training flags once, not once per size.
+    registers its hooks and reads its structure once, not once per size; a forward that changes
+    the model (a lazy module, a submodule built in ``forward``) has them read again.
     """
 
     def __init__(
         self,
         model: nn.Module,
-        recorder: Callable[[], Recorder],
+        block_types: tuple[type[nn.Module], ...],
         *,
+        only: set[int] | None,
         ops: bool,
         cpu_attention: bool,
+        options: dict[str, bool],
     ) -> None:
         self.model = model
-        self.new_recorder = recorder
+        self.block_types = block_types
+        self.only = only
         self.ops = ops
         self.cpu_attention = cpu_attention
+        self.options = options  # the recorders' flags: stats, events, leaf_stats, find_blocks, train
         self.recorder: Recorder | None = None
+        self._handles: list[Any] = []
+        self._key: tuple | None = None
+        self._names: dict[int, list[str]] = {}
+        self._structural: set[int] = set()
+        self._params: dict[int, nn.Parameter] = {}
+
+    def _hook(self) -> None:
+        """Register the hooks and read names and parameters, unless the model is as when last read."""
+        pairs = tuple((name, id(m)) for name, m in self.model.named_modules(remove_duplicate=False))
+        params = {id(p): p for p in self.model.parameters()}
+        key = (pairs, tuple(params))
+        if key == self._key:
+            return
+        self.remove()
+        self._key, self._params = key, params
+        self._names, self._structural = _structure(self.model, self.block_types)
+        only = self.only
+        for module in self.model.modules():
+            if only is None or id(module) in only or module is self.model:
+                self._handles.append(module.register_forward_pre_hook(self.pre, with_kwargs=True))
+                self._handles.append(module.register_forward_hook(self.post, with_kwargs=True))
+
+    def remove(self) -> None:
+        """Remove every hook this session registered."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self._key = None
 
     @contextlib.contextmanager
     def recording(self) -> Iterator[Recorder]:
         """A fresh recorder, with the operation modes on, for one forward."""
-        recorder = self.new_recorder()
+        self._hook()
+        o = self.options
+        recorder = Recorder(
+            self.model,
+            self.block_types,
+            stats=o["stats"],
+            events=o["events"],
+            leaf_stats=o["leaf_stats"],
+            find_blocks=o["find_blocks"],
+            train=o["train"],
+            names=self._names,
+            structural=self._structural,
+            params=self._params,
+        )
         with contextlib.ExitStack() as stack:
             if self.ops:
                 stack.enter_context(_mha_fastpath_off())
@@ -664,11 +711,11 @@ class HookSession:
                 stack.enter_context(OpMode(recorder, shortcuts=True))
             if recorder.train:
                 stack.enter_context(torch.autograd.graph.saved_tensors_hooks(recorder.pack, _unpack))
-            self.recorder = recorder
+            outer, self.recorder = self.recorder, recorder
             try:
                 yield recorder
             finally:
-                self.recorder = None
+                self.recorder = outer
 
     def pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         if self.recorder is not None:  # a module called outside a recording is not traced
@@ -700,36 +747,15 @@ def hook_session(
     (:class:`~resnet_trace.ops.CpuAttentionOnMeta`). Always removes the hooks and restores every
     ``training`` flag.
     """
-
-    names, structural = _structure(model, block_types)  # the model does not change during a session
-    params = {id(p): p for p in model.parameters()}
-
-    def new_recorder() -> Recorder:
-        return Recorder(
-            model,
-            block_types,
-            stats=stats,
-            events=events,
-            leaf_stats=leaf_stats,
-            find_blocks=find_blocks,
-            train=train,
-            names=names,
-            structural=structural,
-            params=params,
-        )
-
-    session = HookSession(model, new_recorder, ops=ops, cpu_attention=cpu_attention)
-    handles = []
-    modules = [m for m in model.modules() if only is None or id(m) in only or m is model]
+    options = dict(stats=stats, events=events, leaf_stats=leaf_stats, find_blocks=find_blocks, train=train)
+    session = HookSession(
+        model, block_types, only=only, ops=ops, cpu_attention=cpu_attention, options=options
+    )
     with keep_training_flags(model):
         try:
-            for module in modules:
-                handles.append(module.register_forward_pre_hook(session.pre, with_kwargs=True))
-                handles.append(module.register_forward_hook(session.post, with_kwargs=True))
             yield session
         finally:
-            for handle in handles:
-                handle.remove()
+            session.remove()
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from resnet_trace.modtree import ParamIndex
+from resnet_trace.modtree import ParamIndex, param_count
 from resnet_trace.recorder import HookFailure, HookSession, OpenRow, Recorder, hook_session, row_keys
 from resnet_trace.records import ConvInfo, Depth, Kind, OutputInfo, Row, Shape, Totals
 from resnet_trace.target import Target
@@ -40,20 +40,17 @@ def forward_session(
     find_blocks: bool = False,
     block_types: tuple[type[nn.Module], ...] | None = None,
 ) -> Iterator[HookSession]:
-    """The hooks of :func:`run_forward`, for several forwards of ``target`` (one per input size):
-    the model in ``train()`` mode with ``train``, else ``eval()``; every flag restored afterwards."""
-    model = target.model
-    blocks = target.block_types if block_types is None else block_types
+    """The hooks of :func:`run_forward`, for several forwards of ``target`` (one per input size);
+    every training flag is restored afterwards."""
     with hook_session(
-        model,
-        blocks,
+        target.model,
+        target.block_types if block_types is None else block_types,
         stats=stats,
         leaf_stats=leaf_stats,
         train=train,
         find_blocks=find_blocks,
         cpu_attention=target.attention,
     ) as session:
-        model.train(train)
         yield session
 
 
@@ -72,8 +69,8 @@ def run_forward(
     recording what it saves. Any exception from the model's code is the model's failure;
     a bug in our hooks is raised.
 
-    ``session``: a :func:`forward_session` of ``target`` opened with the same options, kept open
-    across forwards; without it, one is opened for this forward.
+    ``session``: a :func:`forward_session` of ``target`` opened with these same options and kept
+    open across forwards; without it, one is opened for this forward.
     """
     if session is None:
         with forward_session(
@@ -84,9 +81,25 @@ def run_forward(
             find_blocks=find_blocks,
             block_types=block_types,
         ) as own:
-            return run_forward(target, x, train=train, session=own)
+            return run_forward(
+                target,
+                x,
+                stats=stats,
+                leaf_stats=leaf_stats,
+                train=train,
+                find_blocks=find_blocks,
+                block_types=block_types,
+                session=own,
+            )
+    wanted = dict(stats=stats, events=False, leaf_stats=leaf_stats, find_blocks=find_blocks, train=train)
+    blocks = target.block_types if block_types is None else block_types
+    if session.options != wanted or session.block_types != blocks or session.model is not target.model:
+        raise ValueError("run_forward: the session was opened for another target or other options")
     out = None
     failure: BaseException | None = None
+    # Every forward, as a fresh trace would: the model's code (or a failed forward) may have
+    # changed a flag, and a module's own train() may do more than set it.
+    target.model.train(train)
     with session.recording() as rec:
         grad = torch.enable_grad() if train else torch.no_grad()
         try:
@@ -253,11 +266,10 @@ def unused_modules(model: nn.Module, read: set[int]) -> list[tuple[str, int]]:
 
 
 def totals(model: nn.Module, rec: Recorder) -> Totals:
-    """Params from ``model.parameters()`` (each tensor once, as the recorder collected them), never
-    summed from rows."""
+    """Params from ``model.parameters()`` (each tensor once, after the forward), never summed from rows."""
     unused = unused_modules(model, rec.read)
     return Totals(
-        params=sum(p.numel() for p in rec.params.values()),
+        params=param_count(model),
         params_unused=sum(n for _, n in unused),
         unused_modules=tuple(name for name, _ in unused),
         macs=rec.macs,

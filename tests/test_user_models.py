@@ -161,3 +161,77 @@ def test_model_imports_like_python_does(cli, tmp_path, monkeypatch, seed_module)
     monkeypatch.chdir(tmp_path)
     doc = cli.json("summary", "--model", "blocks:Net", "--input", "1x3x8x8")
     assert [r["name"] for r in doc["rows"] if r["kind"] == "bottleneck"] == ["body.0", "body.1"]
+
+
+GROWS = """
+import torch
+from torch import nn
+
+
+class Grows(nn.Module):
+    '''Builds a second layer on its first call, as lazy code does.'''
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+
+    def forward(self, x):
+        if not hasattr(self, "b"):
+            self.b = nn.Linear(4, 4, device=x.device)
+        return self.b(self.a(x.flatten(1)))
+
+
+def build():
+    return Grows()
+"""
+
+
+def test_a_model_that_grows_in_forward_is_read_again_for_every_input(cli, tmp_path):
+    """Several inputs share one hook session; a module built during a forward is still hooked and
+    counted for the next input, as it is when each input is traced alone."""
+    import torch
+
+    namespace: dict = {}
+    exec(GROWS, namespace)
+    model = namespace["build"]()
+    model(torch.zeros(2, 1, 2, 2))
+    params = sum(p.numel() for p in model.parameters())  # the truth after a forward: a and b
+    path = tmp_path / "grows.py"
+    path.write_text(GROWS, encoding="utf-8")
+    docs = cli.json(
+        "summary", "--model", f"{path}:build", "--block", "Linear", "-i", "2x1x2x2", "-i", "3x1x2x2"
+    )
+    assert [d["totals"]["params"] for d in docs] == [params, params] == [40, 40]
+    assert [d["totals"]["params_unused"] for d in docs] == [0, 0]  # b's weights were read
+    assert [d["totals"]["macs"] for d in docs] == [2 * 2 * 16, 3 * 2 * 16]
+    # b did not exist when the first forward began, so only the second has a row of its own.
+    assert "b" in [r["name"] for r in docs[1]["rows"]]
+    assert [(d["error"], d["device"]) for d in docs] == [(None, "meta")] * 2  # no retry on the CPU
+
+
+def test_each_forward_of_a_session_starts_in_the_mode_asked_for():
+    """A model whose own code flips a training flag does not carry it into the next input."""
+    import torch
+    from torch import nn
+
+    from resnet_trace.api import model_target
+    from resnet_trace.tracer import forward_session, run_forward
+
+    class Flips(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.drop = nn.Dropout(0.5)
+            self.seen: list[bool] = []
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.seen.append(self.drop.training)
+            self.drop.train()
+            return self.drop(x)
+
+    model = Flips().eval()
+    target = model_target(model, block="Dropout")
+    with forward_session(target) as session:
+        for _ in range(3):
+            run_forward(target, torch.zeros(2, 3), session=session)
+    assert model.seen == [False, False, False]
+    assert model.training is False and model.drop.training is False  # restored afterwards
