@@ -211,11 +211,9 @@ def trace_shapes(
     shared by the traces of several input sizes.
     """
     check_channels(target, input_shape)
-    params = list(target.model.parameters())
-    dtype = next((p.dtype for p in params if p.is_floating_point()), torch.float32)
-    # on meta when every tensor is there, or when there is no parameter to say where the model is
-    meta = not params or all(t.is_meta for t in (*params, *target.model.buffers()))
-    device = str(Device.META) if meta else str(params[0].device)
+    dtype = _param_dtype(target.model)
+    meta = _is_meta(target.model) or not list(target.model.parameters())
+    device = str(Device.META) if meta else str(_param_device(target.model))
     x = torch.empty(tuple(input_shape), device=device, dtype=dtype)
     if not meta:
         x = torch.zeros(tuple(input_shape), device=device, dtype=dtype)

@@ -72,6 +72,7 @@ def run_forward(
     ``session``: a :func:`forward_session` of ``target`` opened with these same options and kept
     open across forwards; without it, one is opened for this forward.
     """
+    blocks = target.block_types if block_types is None else block_types
     if session is None:
         with forward_session(
             target,
@@ -79,22 +80,16 @@ def run_forward(
             leaf_stats=leaf_stats,
             train=train,
             find_blocks=find_blocks,
-            block_types=block_types,
+            block_types=blocks,
         ) as own:
-            return run_forward(
-                target,
-                x,
-                stats=stats,
-                leaf_stats=leaf_stats,
-                train=train,
-                find_blocks=find_blocks,
-                block_types=block_types,
-                session=own,
-            )
+            return _forward(target, x, own, train)
     wanted = dict(stats=stats, events=False, leaf_stats=leaf_stats, find_blocks=find_blocks, train=train)
-    blocks = target.block_types if block_types is None else block_types
     if session.options != wanted or session.block_types != blocks or session.model is not target.model:
         raise ValueError("run_forward: the session was opened for another target or other options")
+    return _forward(target, x, session, train)
+
+
+def _forward(target: Target, x: Any, session: HookSession, train: bool) -> Forward:
     out = None
     failure: BaseException | None = None
     # Every forward, as a fresh trace would: the model's code (or a failed forward) may have

@@ -235,3 +235,5 @@ def test_each_forward_of_a_session_starts_in_the_mode_asked_for():
             run_forward(target, torch.zeros(2, 3), session=session)
     assert model.seen == [False, False, False]
     assert model.training is False and model.drop.training is False  # restored afterwards
+    with forward_session(target) as session, pytest.raises(ValueError, match="other options"):
+        run_forward(target, torch.zeros(2, 3), stats=True, session=session)  # not what it was opened for
