@@ -634,7 +634,7 @@ def run_traces(
     backward: bool = False,
     target_class: int = 0,
 ) -> list[Trace]:
-    """``resnet-trace run``: a real forward per input, after a shape-only trace checks it fits in memory.
+    """``resnet-trace run``: a real forward per input, after the memory guard checks it fits (no allocation).
 
     ``weights`` are assigned into a meta-built model (no wasted initialisation); otherwise the
     model is initialised under ``seed``. ``input_file`` replaces ``inputs``.

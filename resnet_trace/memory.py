@@ -1,4 +1,5 @@
-"""Will a real forward fit? An estimate from a shape-only trace, checked before allocating."""
+"""Will a real forward fit? An estimate from the largest output (the built-in model's arithmetic,
+or a shape-only trace), checked before allocating."""
 
 from __future__ import annotations
 
