@@ -275,11 +275,8 @@ class Recorder:
     _blocks: list[_BlockCtx] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        # A hook session reads these once for all its forwards and passes them in.
-        if not self.names:
-            self.names, self.structural = _structure(self.model, self.block_types)
-        if not self.params:
-            self.params = {id(p): p for p in self.model.parameters()}
+        # ``names``, ``structural`` and ``params`` come from the HookSession that makes every
+        # recorder: it reads them once for all its forwards.
         if self.train:  # only saved tensors are compared with the parameters' storage
             self.param_storages = {_storage_key(p) for p in self.params.values()}
 
@@ -582,15 +579,18 @@ _STRUCTURE: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, dict[int, list[str
 
 
 def _structure(
-    model: nn.Module, block_types: tuple[type[nn.Module], ...]
+    model: nn.Module,
+    pairs: list[tuple[str, nn.Module]],
+    tree: tuple[tuple[str, int], ...],
+    block_types: tuple[type[nn.Module], ...],
 ) -> tuple[dict[int, list[str]], set[int]]:
     """Every module's names (a shared module has several) and the modules holding a block.
 
-    Computed once per model and block classes (a sweep traces the same model many times);
-    recomputed when the module tree changed.
+    ``pairs``: ``model.named_modules(remove_duplicate=False)``, ``tree`` their names and ids (the
+    caller has both). Computed once per model and block classes (each ``run --repeat`` pass and
+    ``--train`` step opens a session of its own); recomputed when the module tree changed.
     """
-    pairs = list(model.named_modules(remove_duplicate=False))
-    key = (block_types, tuple((n, id(m)) for n, m in pairs))
+    key = (block_types, tree)
     cached = _STRUCTURE.get(model)
     if cached is not None and cached[0] == key:
         return cached[1], cached[2]
@@ -663,14 +663,14 @@ class HookSession:
 
     def _hook(self) -> None:
         """Register the hooks and read names and parameters, unless the model is as when last read."""
-        pairs = tuple((name, id(m)) for name, m in self.model.named_modules(remove_duplicate=False))
+        pairs = list(self.model.named_modules(remove_duplicate=False))
         params = {id(p): p for p in self.model.parameters()}
-        key = (pairs, tuple(params))
+        key = (tuple((name, id(m)) for name, m in pairs), tuple(params))
         if key == self._key:
             return
         self.remove()
         self._key, self._params = key, params
-        self._names, self._structural = _structure(self.model, self.block_types)
+        self._names, self._structural = _structure(self.model, pairs, key[0], self.block_types)
         only = self.only
         for module in self.model.modules():
             if only is None or id(module) in only or module is self.model:
