@@ -16,7 +16,16 @@ from typing import Annotated, Any
 import typer
 
 from resnet_trace import __version__
-from resnet_trace.cliio import OneLineErrors, _check_writable, _color, _say, record_debug, write_output
+from resnet_trace.cliio import (
+    OneLineErrors,
+    _color,
+    _say,
+    check_outputs,
+    model_file,
+    output_path,
+    record_debug,
+    write_output,
+)
 from resnet_trace.errors import ExitCode, UsageError
 from resnet_trace.layout import BASE_DIM, NUM_CLASSES
 from resnet_trace.records import Depth, Device, DType, Format, GraphFormat, Head, Optimizer, Report, Variant
@@ -102,7 +111,14 @@ Inputs = Annotated[
 ]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
 Output = Annotated[
-    Path | None, typer.Option("--output", "-o", help="Write to FILE atomically instead of stdout.")
+    Path | None,
+    typer.Option(
+        "--output",
+        "-o",
+        parser=output_path,
+        metavar="<path>",
+        help="Write to FILE atomically instead of stdout.",
+    ),
 ]
 VariantOpt = Annotated[
     Variant, typer.Option("--variant", help="seed: the code as written; fixed: its two slips corrected.")
@@ -138,7 +154,10 @@ SkipOpt = Annotated[
     str | None,
     typer.Option("--skip", help="Override: report these child modules as the skip path when they ran."),
 ]
-SvgOpt = Annotated[Path | None, typer.Option("--svg", help="Also save the table as an SVG picture.")]
+SvgOpt = Annotated[
+    Path | None,
+    typer.Option("--svg", parser=output_path, metavar="<path>", help="Also save the table as an SVG picture."),
+]
 
 
 TrainOpt = Annotated[
@@ -274,8 +293,7 @@ def summary(
     debug: DebugOpt = False,
 ) -> int:
     """Shapes, params, MACs and skip paths per block, without weights or activations (meta device)."""
-    _check_writable(output, "--output")
-    _check_writable(svg, "--svg")
+    check_outputs({"--output": output, "--svg": svg}, {"--model": model_file(model)})
     _check_filter(filter)
     from resnet_trace.api import summary_traces
     from resnet_trace.usermodel import parse_model_args
@@ -349,8 +367,10 @@ def run(
     debug: DebugOpt = False,
 ) -> int:
     """A real forward (eval, no_grad) with per-block time and activation statistics, logits and top-k."""
-    _check_writable(output, "--output")
-    _check_writable(svg, "--svg")
+    check_outputs(
+        {"--output": output, "--svg": svg},
+        {"--input-file": input_file, "--weights": weights, "--model": model_file(model)},
+    )
     positive("--repeat", repeat)
     positive("--top-k", top_k)
     _bounded("--seed", seed, low=0)
@@ -472,6 +492,7 @@ def check(
     debug: DebugOpt = False,
 ) -> int:
     """Re-trace with the configuration recorded in GOLDEN and compare every shape, skip, param and MAC count."""
+    check_outputs({"--output": output}, {"GOLDEN": golden, "--model": model_file(model)})
     from resnet_trace.api import check as check_golden
 
     result = check_golden(
@@ -495,6 +516,7 @@ def diff(
     debug: DebugOpt = False,
 ) -> int:
     """Compare two saved traces: every shape, skip path, param and MAC count (exit 1 when they differ)."""
+    check_outputs({"--output": output}, {"A": a, "B": b})
     from resnet_trace.api import diff as diff_files
 
     result = diff_files(a, b)
@@ -504,6 +526,7 @@ def diff(
 @app.command()
 def schema(output: Output = None) -> int:
     """Print the JSON Schema of the trace document (resnet-trace/1)."""
+    check_outputs({"--output": output})
     from importlib.resources import files
 
     write_output(files("resnet_trace").joinpath("schema.json").read_text(encoding="utf-8"), output)
@@ -538,8 +561,7 @@ def compare(
     from resnet_trace.render.compare import compare_renderables, render_compare
 
     shape = _one_shape(input)
-    _check_writable(output, "--output")
-    _check_writable(svg, "--svg")
+    check_outputs({"--output": output, "--svg": svg})
     result = compare_variants(
         base_dim=positive("--base-dim", BASE_DIM if base_dim is None else base_dim),
         num_classes=positive("--num-classes", 2 if num_classes is None else num_classes),
@@ -578,6 +600,7 @@ def graph(
     debug: DebugOpt = False,
 ) -> int:
     """The block chain as Mermaid or DOT text: each skip path its own labelled edge, stages as subgraphs."""
+    check_outputs({"--output": output}, {"--model": model_file(model)})
     from resnet_trace.api import summary_traces
     from resnet_trace.render.graph import render_graph
     from resnet_trace.usermodel import parse_model_args
@@ -617,6 +640,7 @@ def tree(
     debug: DebugOpt = False,
 ) -> int:
     """The module tree with parameter counts, marking the modules that never run in a trace."""
+    check_outputs({"--output": output}, {"--model": model_file(model)})
     from resnet_trace.api import tree as module_tree
     from resnet_trace.usermodel import parse_model_args
 

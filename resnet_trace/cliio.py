@@ -395,3 +395,61 @@ def _check_writable(path: Path | None, option: str) -> None:
     if path is None:
         return
     _target(path, option)
+
+
+def output_path(value: str) -> Path:
+    """``-o``/``--svg``'s parser: a trailing slash names a folder, which is not a file to write."""
+    if value.endswith(("/", os.sep)) and value not in ("/dev/stdout/", "/dev/stderr/"):
+        raise typer.BadParameter(f"{value!r} names a folder (it ends in a slash); name a file")
+    return Path(value)
+
+
+def _identity(path: Path) -> tuple[str, tuple[int, int] | None]:
+    """A path's resolved name and, when it exists, its (device, inode): two names of one file match."""
+    try:
+        st = os.stat(path)
+        ident: tuple[int, int] | None = (st.st_dev, st.st_ino)
+    except (OSError, ValueError):
+        ident = None
+    return os.path.realpath(path), ident
+
+
+def model_file(ref: str | None) -> Path | None:
+    """The file a ``--model PATH.py:NAME`` reference names (None for ``package.module:NAME``)."""
+    if not ref:
+        return None
+    source, sep, _ = ref.rpartition(":")
+    if sep and (source.endswith(".py") or "/" in source or "\\" in source):
+        return Path(source)
+    return None
+
+
+def check_outputs(outputs: dict[str, Path | None], reads: dict[str, Path | str | None] | None = None) -> None:
+    """Before any work: every output can be written, and none names a file the command reads
+    (input file, weights, golden, model file) or another output. Compared by resolved path and by
+    inode, so a symlink or a hard link to an input is caught too. A device (``/dev/null``) is
+    written into, never replaced, so it may be named more than once."""
+    given = {opt: p for opt, p in outputs.items() if p is not None}
+    for option, path in given.items():
+        _check_writable(path, option)
+    read_ids = [
+        (opt, str(p), _identity(Path(p))) for opt, p in (reads or {}).items() if p is not None and str(p)
+    ]
+    seen: list[tuple[str, Path, tuple[str, tuple[int, int] | None]]] = []
+    for option, path in given.items():
+        ident = _identity(path)
+        try:
+            special = not stat.S_ISREG(os.stat(path).st_mode)
+        except OSError:
+            special = False
+        if special:
+            continue
+        for other, shown, read, verb in [
+            *((o, s, i, "reads") for o, s, i in read_ids),
+            *((o, str(p), i, "writes") for o, p, i in seen),
+        ]:
+            if ident[0] == read[0] or (ident[1] is not None and ident[1] == read[1]):
+                raise UsageError(
+                    f"{option} {str(path)!r} would replace {shown!r}, which {other} {verb}; name another file"
+                )
+        seen.append((option, path, ident))

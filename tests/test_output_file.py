@@ -132,3 +132,67 @@ def test_output_file_gets_the_same_mode_as_a_plain_write(cli, tmp_path):
     target = tmp_path / "g.csv"
     cli("summary", "--format", "csv", "-o", target)
     assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
+
+
+# -- -o never replaces what the command reads (issue: hostile input, round 3) ---------------------
+def _run_refused(cli, tmp_path, args, victim):
+    before = victim.read_bytes()
+    result = cli(*args, code=2)
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "would replace" in result.stderr
+    assert victim.read_bytes() == before  # untouched, byte for byte
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_output_naming_an_input_file_or_weights_is_refused(cli, tmp_path):
+    import numpy as np
+    import torch
+
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((1, 3, 224, 224), dtype=np.float32))
+    _run_refused(cli, tmp_path, ("run", "--input-file", x, "-o", x), x)
+    w = tmp_path / "w.pt"
+    from resnet_trace.model import ResNet
+
+    torch.save(ResNet(4, 2).state_dict(), w)
+    _run_refused(cli, tmp_path, ("run", "--base-dim", "4", "--weights", w, "-o", w), w)
+    _run_refused(cli, tmp_path, ("run", "--base-dim", "4", "--weights", w, "--svg", w), w)
+
+
+def test_output_naming_a_golden_a_diff_side_or_the_model_file_is_refused(cli, tmp_path):
+    golden = tmp_path / "g.json"
+    cli("summary", "--base-dim", "4", "--format", "json", "-o", golden)
+    _run_refused(cli, tmp_path, ("check", golden, "-o", golden), golden)
+    other = tmp_path / "b.json"
+    other.write_bytes(golden.read_bytes())
+    _run_refused(cli, tmp_path, ("diff", golden, other, "-o", golden), golden)
+    _run_refused(cli, tmp_path, ("diff", golden, other, "-o", other), other)
+    um = tmp_path / "um.py"
+    um.write_text("from torch import nn\n\ndef Net():\n    return nn.Sequential(nn.Conv2d(3, 4, 3))\n")
+    for command in ("summary", "graph", "tree"):
+        _run_refused(cli, tmp_path, (command, "--model", f"{um}:Net", "-o", um), um)
+
+
+def test_output_naming_an_input_through_a_symlink_or_a_hard_link_is_refused(cli, tmp_path):
+    golden = tmp_path / "g.json"
+    cli("summary", "--base-dim", "4", "--format", "json", "-o", golden)
+    (tmp_path / "soft.json").symlink_to(golden)
+    os.link(golden, tmp_path / "hard.json")
+    _run_refused(cli, tmp_path, ("check", golden, "-o", tmp_path / "soft.json"), golden)
+    _run_refused(cli, tmp_path, ("check", golden, "-o", tmp_path / "hard.json"), golden)
+    _run_refused(cli, tmp_path, ("check", tmp_path / "hard.json", "-o", golden), golden)
+
+
+def test_svg_and_output_naming_one_file_is_refused_before_any_work(cli, tmp_path):
+    target = tmp_path / "t.txt"
+    target.write_text("keep me\n")
+    _run_refused(cli, tmp_path, ("summary", "-o", target, "--svg", target), target)
+    _run_refused(cli, tmp_path, ("compare", "-o", target, "--svg", target), target)
+    # a device is written into, never replaced: naming it twice is fine
+    cli("summary", "--base-dim", "4", "-o", os.devnull, "--svg", os.devnull)
+
+
+def test_output_with_a_trailing_slash_names_a_folder(cli, tmp_path):
+    result = cli("summary", "--base-dim", "4", "-o", f"{tmp_path}/newdir/", code=2)
+    assert "names a folder" in result.stderr and result.stderr.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
