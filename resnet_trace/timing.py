@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from resnet_trace.recorder import hooked, keep_training_flags, row_keys
+from resnet_trace.recorder import hook_session, keep_training_flags, row_keys
 from resnet_trace.target import Target
 
 
@@ -46,7 +46,8 @@ def timed_forwards(
     plain_walls: list[float] = []
     for i in range(repeat):
         with (
-            hooked(model, target.block_types, events=device == "cuda", only=only, ops=False) as rec,
+            hook_session(model, target.block_types, events=device == "cuda", only=only, ops=False) as session,
+            session.recording() as rec,
             torch.no_grad(),
         ):
             model.eval()

@@ -1,8 +1,7 @@
-"""The hook recorder: module calls become rows; operations (from :mod:`resnet_trace.ops`) fill them.
+"""The recorder of one forward: module calls become rows; operations (from :mod:`resnet_trace.ops`) fill them.
 
-``hook_session(...)`` (and ``hooked(...)``, one forward of it) is the one place hooks live. Its
-``finally`` removes every handle and restores every submodule's own ``training`` flag, whether
-the forwards succeeded or raised.
+A :class:`Recorder` is made by its hook session (:mod:`resnet_trace.recorder.session`), which
+feeds it every module call and, through the operation mode, every operation.
 
 What becomes a row (forward order, one row per call):
 
@@ -25,7 +24,6 @@ The recorder keeps shapes, counts and weak references, never tensors.
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 import weakref
 from collections.abc import Iterator
@@ -35,7 +33,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from resnet_trace.ops import ADDS, CpuAttentionOnMeta, OpMode, tensors_in
+from resnet_trace.ops import ADDS, tensors_in
+from resnet_trace.recorder.stats import ActivationStats
 from resnet_trace.records import Activation, Depth, Kind, Shape
 
 POOL_TYPES = (
@@ -66,120 +65,6 @@ def first_shape(value: object) -> Shape | None:
 
 def nbytes(value: object) -> int:
     return sum(t.numel() * t.element_size() for t in tensors_in(value))
-
-
-#: Values per pass through the scratch buffer: 1 MiB of float32, which stays in a core's cache
-#: between the write and the read, and is allocated (and page-faulted) once, not per row. It also
-#: keeps counting with a float dot product exact: every partial sum is an integer below 2**24.
-_CHUNK = 2**18
-#: Values per row when summing squares as row norms: each row's float32 error stays near 1e-7.
-_ROW = 1024
-#: Above this mean**2 / variance, the one-pass variance loses digits: centre the values first.
-_CANCELLATION = 16.0
-#: Largest magnitudes whose squares, 1024 at a time, stay normal float32 numbers: outside (or for a
-#: zero tensor, NaN or infinity), std is taken in float64 instead.
-_SQUARES_FIT = (1e-15, 1e17)
-
-
-def _sum_of_squares(flat: torch.Tensor) -> float:
-    """Sum of squares in float64, from the float32 norms of rows of 1024 values (then a float64 dot).
-
-    As close as a cascade sum (relative error about 1e-7 on millions of values, where a single
-    BLAS dot drifts by 1e-4), in one read of the values and no write.
-    """
-    n = flat.numel()
-    rows = n // _ROW
-    total = 0.0
-    if rows:
-        norms = torch.linalg.vector_norm(flat[: rows * _ROW].view(rows, _ROW), dim=1).double()
-        total += float(torch.dot(norms, norms))
-    if rows * _ROW < n:
-        tail = flat[rows * _ROW :].double()
-        total += float(torch.dot(tail, tail))
-    return total
-
-
-class ActivationStats:
-    """Mean, std (unbiased, as ``Tensor.std``), min, max and fraction of zeros of a first output tensor.
-
-    Vectorised reductions, reading the values four times and writing once, the write through a
-    1 MiB scratch buffer reused chunk by chunk (:data:`_CHUNK`):
-
-    - ``sum`` and ``aminmax``;
-    - the sum of squares as row norms (:func:`_sum_of_squares`), giving the variance in one pass
-      as (sum of squares - n mean**2) / (n - 1), in float64. Where that would lose digits (mean**2
-      over 16 times the variance) the values are centred first, a two-pass variance. Either way
-      std agrees with ``Tensor.std`` to about 1e-6. Values whose squares would leave float32's
-      normal range (or a NaN or an infinity) take ``Tensor.std`` in float64 instead;
-    - ``sign(x)``, whose ``dot`` with itself counts the non-zeros. That count is exact: each chunk's
-      partial sums stay below 2**24, where float arithmetic on integers is exact. It is skipped
-      when min > 0 or max < 0, and a tensor with a NaN (``torch.sign`` maps NaN to 0) is counted
-      with ``eq`` instead. ``eq`` and a sum, used before, took several times longer than all the
-      other passes together on the CPU.
-
-    The last result is kept for the tensor it came from (held weakly) until the next operation of
-    the model (the recorder calls :meth:`forget`), so a stage whose output is its last block's
-    output, with nothing run in between, is not measured twice. (A version counter would miss a
-    write through ``.data`` and does not exist on inference tensors.)
-    """
-
-    def __init__(self) -> None:
-        self._scratch: torch.Tensor | None = None
-        self._last: tuple[weakref.ref[torch.Tensor], Activation] | None = None
-
-    def _chunks(self, flat: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """``flat`` in chunks of :data:`_CHUNK` values, each with a scratch slice of its size."""
-        s = self._scratch
-        if s is None or s.dtype != flat.dtype or s.device != flat.device:
-            s = self._scratch = torch.empty(_CHUNK, dtype=flat.dtype, device=flat.device)
-        for chunk in flat.split(_CHUNK):
-            yield chunk, s[: chunk.numel()]
-
-    def __call__(self, out: object) -> Activation | None:
-        t = next(tensors_in(out), None)
-        if t is None or t.is_meta or t.numel() == 0 or t.is_complex():
-            return None
-        last = self._last
-        if last is not None and last[0]() is t:
-            return last[1]
-        with torch.no_grad():
-            a = self._measure(t.detach())
-        self._last = (weakref.ref(t), a)
-        return a
-
-    def forget(self) -> None:
-        """An operation ran: the last result may no longer describe its tensor."""
-        self._last = None
-
-    def _measure(self, t: torch.Tensor) -> Activation:
-        if t.dtype not in (torch.float32, torch.float64):
-            t = t.float()
-        flat = t.reshape(-1)
-        n = flat.numel()
-        low, high = torch.aminmax(flat)
-        total, low_f, high_f = torch.stack([flat.sum(), low, high]).tolist()
-        mean = total / n
-        std = 0.0
-        scale = max(abs(low_f), abs(high_f))
-        if n > 1 and not _SQUARES_FIT[0] <= scale <= _SQUARES_FIT[1]:
-            # squares would underflow or overflow float32 (or there is a NaN or an infinity)
-            std = float(flat.double().std())
-        elif n > 1:
-            var = (_sum_of_squares(flat) - n * mean * mean) / (n - 1)
-            if not (var > 0 and mean * mean <= _CANCELLATION * var):
-                squares = 0.0
-                for chunk, buf in self._chunks(flat):
-                    squares += _sum_of_squares(torch.sub(chunk, mean, out=buf))
-                var = squares / (n - 1)
-            std = math.sqrt(var)
-        if mean != mean:  # torch.sign(NaN) is 0, which would count a NaN as a zero
-            zeros = int(flat.eq(0).sum(dtype=torch.int64).item())
-        elif low_f > 0 or high_f < 0:
-            zeros = 0
-        else:  # the sign's squares count the non-zeros, exactly
-            counts = [torch.dot(buf, buf) for buf in (torch.sign(c, out=b) for c, b in self._chunks(flat))]
-            zeros = n - sum(int(c) for c in torch.stack(counts).tolist())
-        return Activation(mean=mean, std=std, min=low_f, max=high_f, zero_fraction=zeros / n)
 
 
 @dataclass
@@ -573,221 +458,15 @@ class Recorder:
         return t
 
 
-_STRUCTURE: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, dict[int, list[str]], set[int]]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _structure(
-    model: nn.Module,
-    pairs: list[tuple[str, nn.Module]],
-    tree: tuple[tuple[str, int], ...],
-    block_types: tuple[type[nn.Module], ...],
-) -> tuple[dict[int, list[str]], set[int]]:
-    """Every module's names (a shared module has several) and the modules holding a block.
-
-    ``pairs``: ``model.named_modules(remove_duplicate=False)``, ``tree`` their names and ids (the
-    caller has both). Computed once per model and block classes (each ``run --repeat`` pass and
-    ``--train`` step opens a session of its own); recomputed when the module tree changed.
-    """
-    key = (block_types, tree)
-    cached = _STRUCTURE.get(model)
-    if cached is not None and cached[0] == key:
-        return cached[1], cached[2]
-    names: dict[int, list[str]] = {}
-    by_name: dict[str, nn.Module] = {}
-    for name, module in pairs:
-        names.setdefault(id(module), []).append(name)
-        by_name[name] = module
-    structural: set[int] = set()
-    for name, module in pairs:
-        if block_types and isinstance(module, block_types):
-            parts = name.split(".") if name else []
-            for i in range(len(parts)):
-                holder = by_name.get(".".join(parts[:i]))
-                if holder is not None and holder is not module:
-                    structural.add(id(holder))
-    _STRUCTURE[model] = (key, names, structural)
-    return names, structural
-
-
 def _storage_key(t: torch.Tensor) -> int:
     storage = t.untyped_storage()
     return int(storage._cdata) if t.is_meta else int(storage.data_ptr()) or int(storage._cdata)
-
-
-@contextlib.contextmanager
-def keep_training_flags(model: nn.Module) -> Iterator[None]:
-    """Restore every submodule's own ``training`` flag, exactly, on the way out."""
-    flags = [(m, m.training) for m in model.modules()]
-    try:
-        yield
-    finally:
-        for m, flag in flags:
-            if m.training is not flag:  # Module.__setattr__ is slow: set only what changed
-                m.training = flag
-
-
-class HookSession:
-    """The hooks of one :func:`hook_session`, for one forward after another.
-
-    Each :meth:`recording` starts a fresh :class:`Recorder` and, for that forward only, the
-    operation mode and the saved-tensor hooks (work between forwards, such as making the next
-    input or freezing rows, is not the model's). Tracing one model at many input sizes then
-    registers its hooks and reads its structure once, not once per size; a forward that changes
-    the model (a lazy module, a submodule built in ``forward``) has them read again.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        block_types: tuple[type[nn.Module], ...],
-        *,
-        only: set[int] | None,
-        ops: bool,
-        cpu_attention: bool,
-        options: dict[str, bool],
-    ) -> None:
-        self.model = model
-        self.block_types = block_types
-        self.only = only
-        self.ops = ops
-        self.cpu_attention = cpu_attention
-        self.options = options  # the recorders' flags: stats, events, leaf_stats, find_blocks, train
-        self.recorder: Recorder | None = None
-        self._handles: list[Any] = []
-        self._key: tuple | None = None
-        self._names: dict[int, list[str]] = {}
-        self._structural: set[int] = set()
-        self._params: dict[int, nn.Parameter] = {}
-
-    def _hook(self) -> None:
-        """Register the hooks and read names and parameters, unless the model is as when last read."""
-        pairs = list(self.model.named_modules(remove_duplicate=False))
-        params = {id(p): p for p in self.model.parameters()}
-        key = (tuple((name, id(m)) for name, m in pairs), tuple(params))
-        if key == self._key:
-            return
-        self.remove()
-        self._key, self._params = key, params
-        self._names, self._structural = _structure(self.model, pairs, key[0], self.block_types)
-        only = self.only
-        for module in self.model.modules():
-            if only is None or id(module) in only or module is self.model:
-                self._handles.append(module.register_forward_pre_hook(self.pre, with_kwargs=True))
-                self._handles.append(module.register_forward_hook(self.post, with_kwargs=True))
-
-    def remove(self) -> None:
-        """Remove every hook this session registered."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-        self._key = None
-
-    @contextlib.contextmanager
-    def recording(self) -> Iterator[Recorder]:
-        """A fresh recorder, with the operation modes on, for one forward."""
-        self._hook()
-        o = self.options
-        recorder = Recorder(
-            self.model,
-            self.block_types,
-            stats=o["stats"],
-            events=o["events"],
-            leaf_stats=o["leaf_stats"],
-            find_blocks=o["find_blocks"],
-            train=o["train"],
-            names=self._names,
-            structural=self._structural,
-            params=self._params,
-        )
-        with contextlib.ExitStack() as stack:
-            if self.ops:
-                stack.enter_context(_mha_fastpath_off())
-                first = next(self.model.parameters(), None)
-                on_meta = first is None or first.is_meta  # a real device runs its own kernel already
-                if on_meta and self.cpu_attention:
-                    stack.enter_context(CpuAttentionOnMeta())
-                stack.enter_context(OpMode(recorder, shortcuts=True))
-            if recorder.train:
-                stack.enter_context(torch.autograd.graph.saved_tensors_hooks(recorder.pack, _unpack))
-            outer, self.recorder = self.recorder, recorder
-            try:
-                yield recorder
-            finally:
-                self.recorder = outer
-
-    def pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        if self.recorder is not None:  # a module called outside a recording is not traced
-            self.recorder.pre(module, args, kwargs)
-
-    def post(self, module: nn.Module, args: tuple, kwargs: dict, out: object) -> None:
-        if self.recorder is not None:
-            self.recorder.post(module, args, kwargs, out)
-
-
-@contextlib.contextmanager
-def hook_session(
-    model: nn.Module,
-    block_types: tuple[type[nn.Module], ...],
-    *,
-    stats: bool = False,
-    events: bool = False,
-    only: set[int] | None = None,
-    leaf_stats: bool = False,
-    ops: bool = True,
-    find_blocks: bool = False,
-    train: bool = False,
-    cpu_attention: bool = True,
-) -> Iterator[HookSession]:
-    """Hook the modules of ``model`` (or just those in ``only``) for as many forwards as the caller
-    runs, each inside :meth:`HookSession.recording`, which with ``ops`` also watches its operations.
-
-    On a ``meta`` model, ``cpu_attention`` routes attention to the CPU's kernel
-    (:class:`~resnet_trace.ops.CpuAttentionOnMeta`). Always removes the hooks and restores every
-    ``training`` flag.
-    """
-    options = dict(stats=stats, events=events, leaf_stats=leaf_stats, find_blocks=find_blocks, train=train)
-    session = HookSession(
-        model, block_types, only=only, ops=ops, cpu_attention=cpu_attention, options=options
-    )
-    with keep_training_flags(model):
-        try:
-            yield session
-        finally:
-            session.remove()
-
-
-@contextlib.contextmanager
-def hooked(model: nn.Module, block_types: tuple[type[nn.Module], ...], **options: Any) -> Iterator[Recorder]:
-    """One forward's :func:`hook_session` (same options): its recorder, operation modes on."""
-    with hook_session(model, block_types, **options) as session, session.recording() as recorder:
-        yield recorder
 
 
 def _no_modes() -> contextlib.AbstractContextManager[object]:
     from torch.utils._python_dispatch import _disable_current_modes
 
     return _disable_current_modes()
-
-
-def _unpack(t: torch.Tensor) -> torch.Tensor:
-    return t
-
-
-@contextlib.contextmanager
-def _mha_fastpath_off() -> Iterator[None]:
-    """``nn.MultiheadAttention``'s fused CPU fast path hides its products in one kernel: take the plain path."""
-    mha = getattr(torch.backends, "mha", None)
-    if mha is None:
-        yield
-        return
-    was = mha.get_fastpath_enabled()
-    mha.set_fastpath_enabled(False)
-    try:
-        yield
-    finally:
-        mha.set_fastpath_enabled(was)
 
 
 def row_keys(rows: list[OpenRow]) -> list[tuple[str, int]]:

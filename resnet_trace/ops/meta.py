@@ -1,157 +1,27 @@
-"""Operation counting: what a forward did, seen at the level of ATen operations.
+"""Shape answers on ``meta``: a few common operations, a model build without initialisation, CPU attention.
 
-:class:`OpMode` is a ``TorchDispatchMode`` (the pattern of PyTorch's own
-``torch/utils/flop_counter.py``). Every operation the model issues, from whichever
-module or function, passes through it once, after autograd and decompositions, so
-``F.linear``, ``torch.matmul``, ``einsum``, ``F.multi_head_attention_forward`` and every
-attention backend all arrive as the same few operations. For each one it tells the
-observer:
-
-* its multiply-accumulates (:func:`op_macs`): convolutions, matrix products and fused
-  attention, for the whole batch, bias adds excluded: ``FlopCounterMode``'s count / 2;
-* the tensors it read and produced, so the observer can tell which parameters were
-  read and where residual adds join two paths.
-
-On ``meta`` tensors it also answers the output of a few common operations directly
-(:data:`META_RULES`), because PyTorch's Python meta kernels for them import sympy and
-``torch._dynamo`` on first use (about a second, see docs/performance.md). Anything else
-falls through to PyTorch unchanged; ``tests/test_shapes.py`` checks the shortcuts
-against real CPU forwards, including inputs that fail.
+:data:`META_RULES` answers the output of common operations on ``meta`` tensors directly, because
+PyTorch's Python meta kernels for them import sympy and ``torch._dynamo`` on first use (about a
+second, see docs/performance.md); the operation mode (:class:`~resnet_trace.ops.mode.OpMode`)
+consults it. Anything else falls through to PyTorch unchanged; ``tests/test_shapes.py`` checks
+the shortcuts against real CPU forwards, including inputs that fail. :class:`MetaBuild` builds
+the built-in model on ``meta`` without initialising it; :class:`CpuAttentionOnMeta` makes a
+``meta`` forward take the CPU's attention kernel.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 from torch.utils._device import DeviceContext
-from torch.utils._python_dispatch import TorchDispatchMode
 
 aten = torch.ops.aten
 
 
-def _prod(values: Sequence[int]) -> int:
-    return math.prod(int(v) for v in values)
-
-
-def _conv_macs(args: tuple, out: Any) -> int:
-    x, w = args[0], args[1]
-    transposed = bool(args[6]) if len(args) > 6 else False
-    if not isinstance(out, torch.Tensor):
-        return 0
-    batch = int(x.shape[0])
-    if transposed:
-        # weight is (c_in, c_out / groups, *k); every input element meets every kernel tap
-        c_in, c_out_g, *kernel = w.shape
-        return batch * _prod(x.shape[2:]) * c_in * c_out_g * _prod(kernel)
-    c_out, c_in_g, *kernel = w.shape
-    return batch * _prod(out.shape[2:]) * c_out * c_in_g * _prod(kernel)
-
-
-def _mm_macs(a: torch.Tensor, b: torch.Tensor) -> int:
-    return int(a.shape[0]) * int(a.shape[1]) * int(b.shape[1])
-
-
-def _bmm_macs(a: torch.Tensor, b: torch.Tensor) -> int:
-    return int(a.shape[0]) * int(a.shape[1]) * int(a.shape[2]) * int(b.shape[2])
-
-
-def _attention_macs(args: tuple, out: Any) -> int:
-    """Q·Kᵀ and A·V of a fused attention kernel: (B, H, L, E) x (B, H, S, E) x (B, H, S, Ev)."""
-    q, k, v = args[0], args[1], args[2]
-    lead = _prod(q.shape[:-2])
-    length, e = int(q.shape[-2]), int(q.shape[-1])
-    s, ev = int(k.shape[-2]), int(v.shape[-1])
-    return lead * length * s * e + lead * length * s * ev
-
-
-_MACS: dict[Any, Callable[[tuple, Any], int]] = {
-    aten.convolution.default: _conv_macs,
-    aten._convolution.default: _conv_macs,
-    aten.mm.default: lambda a, o: _mm_macs(a[0], a[1]),
-    aten.addmm.default: lambda a, o: _mm_macs(a[1], a[2]),
-    aten.bmm.default: lambda a, o: _bmm_macs(a[0], a[1]),
-    aten.baddbmm.default: lambda a, o: _bmm_macs(a[1], a[2]),
-}
-for _name in (
-    "_scaled_dot_product_flash_attention",
-    "_scaled_dot_product_flash_attention_for_cpu",
-    "_scaled_dot_product_efficient_attention",
-    "_scaled_dot_product_cudnn_attention",
-    "_flash_attention_forward",
-    "_efficient_attention_forward",
-):
-    _packet = getattr(aten, _name, None)
-    if _packet is not None:
-        for _overload in _packet.overloads():
-            _MACS[getattr(_packet, _overload)] = _attention_macs
-
-
-def op_macs(func: Any, args: tuple, out: Any) -> int:
-    """Multiply-accumulates of one ATen operation (0 for anything but convolutions and products)."""
-    rule = _MACS.get(func)
-    return int(rule(args, out)) if rule is not None else 0
-
-
-def tensors_in(value: Any) -> Iterator[torch.Tensor]:
-    """Tensors in an argument or result, through tuples, lists and dicts."""
-    if isinstance(value, torch.Tensor):
-        yield value
-        return
-    if isinstance(value, dict):
-        value = value.values()
-    elif not isinstance(value, (tuple, list)):
-        return
-    for v in value:
-        # Most items are tensors or plain numbers (an operation's strides and paddings): only a
-        # nested container gets a generator of its own. This runs for every operation and call.
-        if isinstance(v, torch.Tensor):
-            yield v
-        elif isinstance(v, (tuple, list, dict)):
-            yield from tensors_in(v)
-
-
-ADDS = frozenset({aten.add.Tensor, aten.add_.Tensor})
-
-
-class OpObserver(Protocol):
-    def on_op(self, func: Any, args: tuple, kwargs: dict, out: Any, macs: int) -> None: ...
-
-
-class OpMode(TorchDispatchMode):
-    """Count and report every operation; answer common ``meta`` operations without PyTorch's meta kernels."""
-
-    def __init__(self, observer: OpObserver, *, shortcuts: bool = True) -> None:
-        super().__init__()
-        self.observer = observer
-        self.shortcuts = shortcuts
-
-    @classmethod
-    def _should_skip_dynamo(cls) -> bool:
-        # TorchDispatchMode wraps a subclass's __torch_dispatch__ in torch._disable_dynamo unless
-        # this says False; that wrapper imports torch._dynamo (and sympy) on its first call, about
-        # 1 s per process, for a guard against torch.compile tracing into the mode, which never
-        # happens here. Read at class creation (TorchDispatchMode.__init_subclass__).
-        return False
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = NotImplemented
-        if self.shortcuts:
-            rule = META_RULES.get(func)
-            if rule is not None and args and getattr(args[0], "is_meta", False):
-                out = rule(*args, **kwargs)
-        if out is NotImplemented:
-            out = func(*args, **kwargs)
-        self.observer.on_op(func, args, kwargs, out, op_macs(func, args, out))
-        return out
-
-
-# -- shape answers on meta ---------------------------------------------------------------------
 def _pair(value: int | Sequence[int]) -> tuple[int, int]:
     if isinstance(value, int):
         return value, value

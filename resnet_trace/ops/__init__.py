@@ -1,0 +1,23 @@
+"""Operations of a forward at the ATen level: MACs, the operation mode, shape answers on ``meta``.
+
+* :mod:`~resnet_trace.ops.macs`: multiply-accumulates of one operation;
+* :mod:`~resnet_trace.ops.mode`: the operation mode (``OpMode``) and the tensors in a value;
+* :mod:`~resnet_trace.ops.meta`: shortcuts on ``meta`` (``META_RULES``), ``MetaBuild``,
+  ``CpuAttentionOnMeta``.
+"""
+
+from resnet_trace.ops.macs import op_macs
+from resnet_trace.ops.meta import META_RULES, CpuAttentionOnMeta, MetaBuild, broadcast
+from resnet_trace.ops.mode import ADDS, OpMode, OpObserver, tensors_in
+
+__all__ = [
+    "ADDS",
+    "META_RULES",
+    "CpuAttentionOnMeta",
+    "MetaBuild",
+    "OpMode",
+    "OpObserver",
+    "broadcast",
+    "op_macs",
+    "tensors_in",
+]

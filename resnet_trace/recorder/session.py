@@ -1,0 +1,185 @@
+"""The hook lifecycle: ``hook_session(...)`` is the one place hooks live, and the one way to open them.
+
+A session registers the hooks once; each :meth:`HookSession.recording` is one forward with a fresh
+:class:`~resnet_trace.recorder.recorder.Recorder`. On the way out of the session every handle is
+removed and every submodule's own ``training`` flag restored, whether the forwards succeeded or
+raised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from resnet_trace.ops import CpuAttentionOnMeta, OpMode
+from resnet_trace.recorder.recorder import Recorder
+from resnet_trace.recorder.structure import read_structure
+
+
+@contextlib.contextmanager
+def keep_training_flags(model: nn.Module) -> Iterator[None]:
+    """Restore every submodule's own ``training`` flag, exactly, on the way out."""
+    flags = [(m, m.training) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            if m.training is not flag:  # Module.__setattr__ is slow: set only what changed
+                m.training = flag
+
+
+class HookSession:
+    """The hooks of one :func:`hook_session`, for one forward after another.
+
+    Each :meth:`recording` starts a fresh :class:`Recorder` and, for that forward only, the
+    operation mode and the saved-tensor hooks (work between forwards, such as making the next
+    input or freezing rows, is not the model's). Tracing one model at many input sizes then
+    registers its hooks and reads its structure once, not once per size; a forward that changes
+    the model (a lazy module, a submodule built in ``forward``) has them read again.
+
+    Opened only by :func:`hook_session`, which removes the hooks and restores the training flags.
+    ``model``, ``block_types`` and ``options`` (the recorders' flags: ``stats``, ``events``,
+    ``leaf_stats``, ``find_blocks``, ``train``) say what it was opened for.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        block_types: tuple[type[nn.Module], ...],
+        *,
+        only: set[int] | None,
+        ops: bool,
+        cpu_attention: bool,
+        options: dict[str, bool],
+    ) -> None:
+        self.model = model
+        self.block_types = block_types
+        self.only = only
+        self.ops = ops
+        self.cpu_attention = cpu_attention
+        self.options = options
+        self.recorder: Recorder | None = None
+        self._handles: list[Any] = []
+        self._key: tuple | None = None
+        self._names: dict[int, list[str]] = {}
+        self._structural: set[int] = set()
+        self._params: dict[int, nn.Parameter] = {}
+
+    def _hook(self) -> None:
+        """Register the hooks and read names and parameters, unless the model is as when last read."""
+        pairs = list(self.model.named_modules(remove_duplicate=False))
+        params = {id(p): p for p in self.model.parameters()}
+        key = (tuple((name, id(m)) for name, m in pairs), tuple(params))
+        if key == self._key:
+            return
+        self.remove()
+        self._key, self._params = key, params
+        self._names, self._structural = read_structure(self.model, pairs, key[0], self.block_types)
+        only = self.only
+        for module in self.model.modules():
+            if only is None or id(module) in only or module is self.model:
+                self._handles.append(module.register_forward_pre_hook(self.pre, with_kwargs=True))
+                self._handles.append(module.register_forward_hook(self.post, with_kwargs=True))
+
+    def remove(self) -> None:
+        """Remove every hook this session registered."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self._key = None
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[Recorder]:
+        """A fresh recorder, with the operation modes on, for one forward."""
+        self._hook()
+        o = self.options
+        recorder = Recorder(
+            self.model,
+            self.block_types,
+            stats=o["stats"],
+            events=o["events"],
+            leaf_stats=o["leaf_stats"],
+            find_blocks=o["find_blocks"],
+            train=o["train"],
+            names=self._names,
+            structural=self._structural,
+            params=self._params,
+        )
+        with contextlib.ExitStack() as stack:
+            if self.ops:
+                stack.enter_context(_mha_fastpath_off())
+                first = next(self.model.parameters(), None)
+                on_meta = first is None or first.is_meta  # a real device runs its own kernel already
+                if on_meta and self.cpu_attention:
+                    stack.enter_context(CpuAttentionOnMeta())
+                stack.enter_context(OpMode(recorder, shortcuts=True))
+            if recorder.train:
+                stack.enter_context(torch.autograd.graph.saved_tensors_hooks(recorder.pack, _unpack))
+            outer, self.recorder = self.recorder, recorder
+            try:
+                yield recorder
+            finally:
+                self.recorder = outer
+
+    def pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if self.recorder is not None:  # a module called outside a recording is not traced
+            self.recorder.pre(module, args, kwargs)
+
+    def post(self, module: nn.Module, args: tuple, kwargs: dict, out: object) -> None:
+        if self.recorder is not None:
+            self.recorder.post(module, args, kwargs, out)
+
+
+@contextlib.contextmanager
+def hook_session(
+    model: nn.Module,
+    block_types: tuple[type[nn.Module], ...],
+    *,
+    stats: bool = False,
+    events: bool = False,
+    only: set[int] | None = None,
+    leaf_stats: bool = False,
+    ops: bool = True,
+    find_blocks: bool = False,
+    train: bool = False,
+    cpu_attention: bool = True,
+) -> Iterator[HookSession]:
+    """Hook the modules of ``model`` (or just those in ``only``) for as many forwards as the caller
+    runs, each inside :meth:`HookSession.recording`, which with ``ops`` also watches its operations.
+
+    On a ``meta`` model, ``cpu_attention`` routes attention to the CPU's kernel
+    (:class:`~resnet_trace.ops.CpuAttentionOnMeta`). Always removes the hooks and restores every
+    ``training`` flag.
+    """
+    options = dict(stats=stats, events=events, leaf_stats=leaf_stats, find_blocks=find_blocks, train=train)
+    session = HookSession(
+        model, block_types, only=only, ops=ops, cpu_attention=cpu_attention, options=options
+    )
+    with keep_training_flags(model):
+        try:
+            yield session
+        finally:
+            session.remove()
+
+
+def _unpack(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+@contextlib.contextmanager
+def _mha_fastpath_off() -> Iterator[None]:
+    """``nn.MultiheadAttention``'s fused CPU fast path hides its products in one kernel: take the plain path."""
+    mha = getattr(torch.backends, "mha", None)
+    if mha is None:
+        yield
+        return
+    was = mha.get_fastpath_enabled()
+    mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        mha.set_fastpath_enabled(was)
