@@ -156,7 +156,9 @@ SkipOpt = Annotated[
 ]
 SvgOpt = Annotated[
     Path | None,
-    typer.Option("--svg", parser=output_path, metavar="<path>", help="Also save the table as an SVG picture."),
+    typer.Option(
+        "--svg", parser=output_path, metavar="<path>", help="Also save the table as an SVG picture."
+    ),
 ]
 
 
@@ -231,18 +233,9 @@ def _save_svg(reports: list[Report], svg: Path | None) -> None:
 
 
 def _reports(traces: list, depth: Depth, collapse: bool, pattern: str | None) -> list[Report]:
-    from resnet_trace.views import view
+    from resnet_trace.goldens import report
 
-    return [
-        Report(
-            trace=t,
-            rows=tuple(view(t.rows, depth, fold=collapse, pattern=pattern)),
-            depth=depth,
-            collapsed=collapse,
-            filter=pattern,
-        )
-        for t in traces
-    ]
+    return [report(t, depth=depth, collapse=collapse, filter=pattern) for t in traces]
 
 
 def _finish(traces: list, reports: list[Report], fmt: Format, output: Path | None, svg: Path | None) -> int:
@@ -295,24 +288,47 @@ def summary(
     """Shapes, params, MACs and skip paths per block, without weights or activations (meta device)."""
     check_outputs({"--output": output, "--svg": svg}, {"--model": model_file(model)})
     _check_filter(filter)
-    from resnet_trace.api import summary_traces
+    from resnet_trace.choice import TraceOptions
+    from resnet_trace.pipeline import trace_inputs
+
+    traces = trace_inputs(
+        _model_choice(model, model_arg, base_dim, num_classes, variant, head, block, skip),
+        expand_inputs(input) if input else None,
+        TraceOptions(train=train or budget is not None, optimizer=optimizer, budget=_budget(budget)),
+    )
+    return _finish(traces, _reports(traces, depth, collapse, filter), format, output, svg)
+
+
+def _model_choice(
+    model: str | None,
+    model_arg: list[str] | None,
+    base_dim: int | None,
+    num_classes: int | None,
+    variant: Variant,
+    head: Head,
+    block: str | None,
+    skip: str | None,
+) -> Any:
+    """The model the flags name (typer has checked each flag's words; ranges are checked here)."""
+    from resnet_trace.choice import ModelChoice
     from resnet_trace.usermodel import parse_model_args
 
-    traces = summary_traces(
-        inputs=expand_inputs(input) if input else None,
-        model_ref=model,
+    return ModelChoice(
+        model=model,
         base_dim=_opt_positive("--base-dim", base_dim),
         num_classes=_opt_positive("--num-classes", num_classes),
         variant=variant,
         head=head,
-        model_args=parse_model_args(model_arg),
+        args=parse_model_args(model_arg),
         block=block,
         skip=_skip_names(skip),
-        train=train or budget is not None,
-        optimizer=optimizer,
-        budget=budget,
     )
-    return _finish(traces, _reports(traces, depth, collapse, filter), format, output, svg)
+
+
+def _budget(budget: str | None) -> int | None:
+    from resnet_trace.memory import parse_budget
+
+    return None if budget is None else parse_budget(budget)
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -375,35 +391,28 @@ def run(
     positive("--top-k", top_k)
     _bounded("--seed", seed, low=0)
     _check_filter(filter)
-    from resnet_trace.api import run_traces
-    from resnet_trace.usermodel import parse_model_args
+    from resnet_trace.choice import TraceOptions
+    from resnet_trace.pipeline import trace_inputs
 
     if device is Device.META and (seed, repeat, top_k) != (0, 1, 5):
         _say("note: --device meta traces shapes only; --seed, --repeat and --top-k do not apply")
     shapes = expand_inputs(input) if input else None
+    options = TraceOptions(
+        real=True,
+        seed=seed,
+        weights=str(weights) if weights is not None else None,
+        input_file=str(input_file) if input_file is not None else None,
+        repeat=repeat,
+        top_k=top_k,
+        device=device,
+        dtype=dtype,
+        leaves=depth is Depth.LAYER,
+        backward=backward,
+        target_class=_bounded("--target", target, low=0),
+    )
+    choice = _model_choice(model, model_arg, base_dim, num_classes, variant, head, block, skip)
     with _progress(repeat * (len(shapes) if shapes else 1)) as advance:
-        traces = run_traces(
-            inputs=shapes,
-            input_file=str(input_file) if input_file is not None else None,
-            weights=str(weights) if weights is not None else None,
-            model_ref=model,
-            base_dim=_opt_positive("--base-dim", base_dim),
-            num_classes=_opt_positive("--num-classes", num_classes),
-            variant=variant,
-            head=head,
-            model_args=parse_model_args(model_arg),
-            block=block,
-            skip=_skip_names(skip),
-            seed=seed,
-            repeat=repeat,
-            top_k=top_k,
-            device=device,
-            dtype=dtype,
-            leaves=depth is Depth.LAYER,
-            progress=advance,
-            backward=backward,
-            target_class=_bounded("--target", target, low=0),
-        )
+        traces = trace_inputs(choice, shapes, options, progress=advance)
     return _finish(traces, _reports(traces, depth, collapse, filter), format, output, svg)
 
 
@@ -601,20 +610,14 @@ def graph(
 ) -> int:
     """The block chain as Mermaid or DOT text: each skip path its own labelled edge, stages as subgraphs."""
     check_outputs({"--output": output}, {"--model": model_file(model)})
-    from resnet_trace.api import summary_traces
+    from resnet_trace.choice import TraceOptions
+    from resnet_trace.pipeline import trace_inputs
     from resnet_trace.render.graph import render_graph
-    from resnet_trace.usermodel import parse_model_args
 
-    (t,) = summary_traces(
-        inputs=[_one_shape(input)] if input else None,
-        model_ref=model,
-        base_dim=_opt_positive("--base-dim", base_dim),
-        num_classes=_opt_positive("--num-classes", num_classes),
-        variant=variant,
-        head=head,
-        model_args=parse_model_args(model_arg),
-        block=block,
-        skip=_skip_names(skip),
+    (t,) = trace_inputs(
+        _model_choice(model, model_arg, base_dim, num_classes, variant, head, block, skip),
+        [_one_shape(input)] if input else None,
+        TraceOptions(),
     )
     write_output(render_graph(t, format), output)
     return _stopped([(t.input_shape, t.error)])

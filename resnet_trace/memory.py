@@ -18,9 +18,21 @@ ACTIVATION_FACTOR = 6
 #: A forward may use at most this share of the memory available.
 SHARE = 0.8
 LIMIT_VAR = "RESNET_TRACE_MEMORY_LIMIT"
+# K/M/G/T and KiB/MiB/GiB/TiB are powers of 1024, KB/MB/GB/TB powers of 1000, a bare number is bytes.
 _UNITS = {"": 1, "b": 1, "k": 2**10, "kib": 2**10, "m": 2**20, "mib": 2**20, "g": 2**30, "gib": 2**30}
-_UNITS |= {"t": 2**40, "tib": 2**40}
+_UNITS |= {"t": 2**40, "tib": 2**40, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
 _BYTES = re.compile(r"\A\s*(?P<num>[0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*(?P<unit>[a-z]*)\s*\Z", re.I)
+
+
+def parse_bytes(text: str) -> int | None:
+    """The one reader of a size in bytes (``--budget``, ``RESNET_TRACE_MEMORY_LIMIT``): ``24GiB``,
+    ``80GB``, ``512M``, ``8e9``; None when ``text`` is not one (or is beyond 2**80)."""
+    m = _BYTES.match(text)
+    unit = _UNITS.get(m["unit"].lower()) if m else None
+    value = float(m["num"]) * unit if m and unit is not None else math.nan
+    if not math.isfinite(value) or value > 2**80:
+        return None
+    return int(value)
 
 
 def _numel(shape: tuple[int, ...] | None) -> int:
@@ -80,12 +92,10 @@ def limit_override() -> int | None:
     raw = os.environ.get(LIMIT_VAR, "").strip()
     if not raw:
         return None
-    m = _BYTES.match(raw)
-    unit = _UNITS.get(m["unit"].lower()) if m else None
-    value = float(m["num"]) * unit if m and unit is not None else math.nan
-    if not math.isfinite(value) or value > 2**80:
+    value = parse_bytes(raw)
+    if value is None:
         raise UsageError(f"{LIMIT_VAR}={raw!r} is not a number of bytes (e.g. 8000000000, 8e9 or 8GiB)")
-    return int(value)
+    return value
 
 
 def human(n: float) -> str:
@@ -134,3 +144,11 @@ def check_read(need: int, what: str) -> None:
             f"{what} needs about {human(need)}, over the limit of {human(SHARE * max(avail, 0))} "
             f"({SHARE:.0%} of the {human(max(avail, 0))} of memory available{set_by}); it was not read"
         )
+
+
+def parse_budget(text: str) -> int:
+    """``--budget``: a size in bytes of at least 1 (:func:`parse_bytes`)."""
+    value = parse_bytes(text)
+    if value is None or value < 1:
+        raise UsageError(f"budget {text!r} is not a size in bytes (e.g. 24GiB, 80GB, 512MiB or 1e9)")
+    return value

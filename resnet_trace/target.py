@@ -1,18 +1,26 @@
 """What to trace: a model, what its blocks are, and what its source knows about its failures.
 
-The built-in seed and a user's model both become a :class:`Target`; the tracer reads
-nothing else. Seed-specific advice (the sizes its ``AvgPool2d(7, 1)`` head accepts) is
+:func:`build` turns a :class:`~resnet_trace.choice.ModelChoice` into a :class:`Target`: the
+built-in seed, a user's ``PATH.py:NAME`` reference, or a module passed as it is. The tracer
+reads nothing else. Seed-specific advice (the sizes its ``AvgPool2d(7, 1)`` head accepts) is
 supplied here by the built-in target, not hard-coded in the tracer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from resnet_trace.records import Device, Head, ModelInfo, Shape, Variant
+from resnet_trace.errors import UsageError
+from resnet_trace.layout import BASE_DIM, NUM_CLASSES
+from resnet_trace.records import CUSTOM, Device, Head, ModelInfo, Shape, Variant, shape_text
+
+if TYPE_CHECKING:
+    from resnet_trace.choice import ModelChoice
 
 #: ``advice(module, in_shape)`` -> a hint for a failure in ``module``, or None for the generic one.
 Advice = Callable[[nn.Module, Shape | None], str | None]
@@ -106,3 +114,124 @@ def first_conv_channels(model: nn.Module) -> int | None:
         if isinstance(m, nn.Linear):
             return None
     return None
+
+
+def build(choice: ModelChoice, *, device: str = Device.META, init_seed: int | None = None) -> Target:
+    """The model ``choice`` names, built on ``device`` (``meta``: no weights, no memory).
+
+    A user's model without ``block`` gets its blocks found later, once the input is known
+    (:func:`resnet_trace.pipeline.with_blocks`).
+    """
+    if choice.builtin:
+        from resnet_trace.spec import check_spec
+
+        spec = check_spec(
+            base_dim=BASE_DIM if choice.base_dim is None else choice.base_dim,
+            num_classes=NUM_CLASSES if choice.num_classes is None else choice.num_classes,
+            variant=choice.variant,
+            head=choice.head,
+        )
+        target = builtin_target(
+            spec.base_dim, spec.num_classes, spec.variant, spec.head, device=device, init_seed=init_seed
+        )
+        if choice.block is not None and tuple(choice.block) != ("BottleNeck",):
+            target = dataclasses.replace(target, block_types=resolve_blocks(target.model, choice.block)[0])
+    elif choice.reference is not None:
+        from resnet_trace.usermodel import build_model
+
+        kwargs = dict(choice.args)
+        for name in ("base_dim", "num_classes"):
+            if getattr(choice, name) is not None:
+                kwargs[name] = getattr(choice, name)
+        model = build_model(choice.reference, kwargs, device=device, init_seed=init_seed)
+        target = model_target(
+            model,
+            block=choice.block,
+            source=choice.reference,
+            args=tuple((k, repr(v)) for k, v in kwargs.items()),
+        )
+        info = dataclasses.replace(target.info, base_dim=choice.base_dim, num_classes=choice.num_classes)
+        target = dataclasses.replace(target, info=info)
+    else:
+        if not isinstance(choice.model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, not {type(choice.model).__name__}")
+        target = model_target(choice.model, block=choice.block)
+    if choice.skip:
+        target = dataclasses.replace(target, skip_override=tuple(choice.skip))
+    return target
+
+
+def model_target(
+    model: nn.Module,
+    *,
+    block: str | type[nn.Module] | Sequence[str | type[nn.Module]] | None = None,
+    source: str = "python",
+    args: tuple[tuple[str, str], ...] = (),
+) -> Target:
+    """A target for any ``nn.Module``. ``block`` names the block class(es); without it they are
+    found from the dataflow once the input is known."""
+    block_types, found = resolve_blocks(model, block)
+    return Target(
+        model=model,
+        info=ModelInfo(
+            base_dim=None,
+            num_classes=None,
+            variant=CUSTOM,
+            head=CUSTOM,
+            source=source,
+            block=",".join(t.__name__ for t in block_types),
+            skip=(),
+            model_class=type(model).__name__,
+            model_params=sum(p.numel() for p in model.parameters()),
+            args=args,
+            block_found=found,
+        ),
+        block_types=block_types,
+        channels=first_conv_channels(model),
+    )
+
+
+def resolve_blocks(
+    model: nn.Module, block: str | type[nn.Module] | Sequence[str | type[nn.Module]] | None
+) -> tuple[tuple[type[nn.Module], ...], bool]:
+    """The block classes ``block`` names in ``model``, and whether they are still to be found."""
+    if block is None:
+        return (), True
+    wanted: list[Any] = [block] if isinstance(block, (str, type)) else list(block)
+    types: list[type[nn.Module]] = []
+    for w in wanted:
+        if isinstance(w, type):
+            types.append(w)
+            continue
+        matches = {type(m) for m in model.modules() if type(m).__name__ == w}
+        if not matches:
+            classes = sorted({type(m).__name__ for m in model.modules()})
+            raise UsageError(
+                f"the model has no module of class {w!r} (its classes: {', '.join(classes[:12])}"
+                f"{', ...' if len(classes) > 12 else ''})"
+            )
+        types.extend(sorted(matches, key=lambda t: t.__qualname__))
+    return tuple(types), False
+
+
+def default_input(target: Target) -> Shape:
+    """1 x the model's channels x 224 x 224 (3 channels when the model does not say)."""
+    return (1, target.channels or 3, 224, 224)
+
+
+def check_channels(target: Target, shape: Shape, *, what: str | None = None) -> None:
+    """The seed's stem takes 3 channels: say so before tracing; other models say it themselves."""
+    if target.info.source == "builtin" and target.channels is not None and len(shape) > 1:
+        if shape[1] != target.channels:
+            n, c, *rest = shape
+            fixed = shape_text((n, target.channels, *rest))
+            plural = "s" if c != 1 else ""
+            if what is not None:
+                raise UsageError(
+                    f"{what} holds a {shape_text(shape)} tensor with {c} channel{plural}; "
+                    f"the seed's stem takes {target.channels} (expected {fixed})"
+                )
+            raise UsageError(
+                f"--input {shape_text(shape)} has {c} channel{plural}; the seed's "
+                f"stem takes {target.channels} (try {fixed})"
+            )

@@ -1,23 +1,26 @@
-"""One hooked forward, turned into frozen records: rows, totals, outputs.
+"""One input, one hooked forward, one whole frozen :class:`~resnet_trace.records.Trace`.
 
-The recorder (:mod:`resnet_trace.recorder`) watches module calls and operations; this
-module runs the forward under it and freezes what it saw.
+The recorder (:mod:`resnet_trace.recorder`) watches module calls and operations; this module
+runs the forward under it and hands what it saw to :mod:`resnet_trace.freeze` and
+:mod:`resnet_trace.diagnosis`. :func:`shape_only` is ``summary``'s trace (no weights, no
+activations on ``meta``), :func:`real_forward` is ``run``'s (statistics, logits, timings).
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-from collections.abc import Iterator
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from resnet_trace.modtree import ParamIndex, param_count
-from resnet_trace.recorder import HookFailure, HookSession, OpenRow, Recorder, hook_session, row_keys
-from resnet_trace.records import ConvInfo, Depth, Kind, OutputInfo, Row, Shape, Totals
+from resnet_trace.diagnosis import diagnose
+from resnet_trace.freeze import first_tensor, freeze_rows, output_shape, outputs, totals
+from resnet_trace.modtree import module_tree
+from resnet_trace.recorder import HookFailure, HookSession, Recorder, hook_session
+from resnet_trace.records import Depth, Device, RunInfo, Shape, Trace, TraceError, TreeNode
 from resnet_trace.target import Target
 
 
@@ -30,8 +33,7 @@ class Forward:
     failure: BaseException | None
 
 
-@contextlib.contextmanager
-def forward_session(
+def session_of(
     target: Target,
     *,
     stats: bool = False,
@@ -39,10 +41,9 @@ def forward_session(
     train: bool = False,
     find_blocks: bool = False,
     block_types: tuple[type[nn.Module], ...] | None = None,
-) -> Iterator[HookSession]:
-    """The hooks of :func:`run_forward`, for several forwards of ``target`` (one per input size);
-    every training flag is restored afterwards."""
-    with hook_session(
+) -> Any:
+    """The hooks of ``target`` for one forward after another (one per input size)."""
+    return hook_session(
         target.model,
         target.block_types if block_types is None else block_types,
         stats=stats,
@@ -50,8 +51,7 @@ def forward_session(
         train=train,
         find_blocks=find_blocks,
         cpu_attention=target.attention,
-    ) as session:
-        yield session
+    )
 
 
 def run_forward(
@@ -69,19 +69,13 @@ def run_forward(
     recording what it saves. Any exception from the model's code is the model's failure;
     a bug in our hooks is raised.
 
-    ``session``: a :func:`forward_session` of ``target`` opened with these same options and kept
-    open across forwards; without it, one is opened for this forward.
+    ``session``: a :func:`session_of` ``target`` opened with these same options and kept open
+    across forwards; without it, one is opened for this forward.
     """
     blocks = target.block_types if block_types is None else block_types
     if session is None:
-        with forward_session(
-            target,
-            stats=stats,
-            leaf_stats=leaf_stats,
-            train=train,
-            find_blocks=find_blocks,
-            block_types=blocks,
-        ) as own:
+        options = dict(stats=stats, leaf_stats=leaf_stats, train=train, find_blocks=find_blocks)
+        with session_of(target, block_types=blocks, **options) as own:
             return _forward(target, x, own, train)
     wanted = dict(stats=stats, events=False, leaf_stats=leaf_stats, find_blocks=find_blocks, train=train)
     if session.options != wanted or session.block_types != blocks or session.model is not target.model:
@@ -133,176 +127,135 @@ def find_block_types(target: Target, x: Any) -> tuple[type[nn.Module], ...]:
     return (best,) if counts[best] > 1 else ()
 
 
-# -- freezing ---------------------------------------------------------------------------------
-def _conv_info(module: nn.Module | None) -> ConvInfo | None:
-    if not isinstance(module, nn.Conv2d):
-        return None
-    padding = module.padding if not isinstance(module.padding, str) else (0, 0)
-    return ConvInfo(
-        kernel=(int(module.kernel_size[0]), int(module.kernel_size[1])),
-        stride=(int(module.stride[0]), int(module.stride[1])),
-        padding=(int(padding[0]), int(padding[1])),
-        weight_shape=tuple(int(d) for d in module.weight.shape),
-        bias=module.bias is not None,
-    )
+def placeholder(target: Target, shape: Shape) -> torch.Tensor:
+    """A shape-only input: empty on ``meta`` when the model is there, else zeros beside its parameters."""
+    params = list(target.model.parameters())
+    dtype = next((p.dtype for p in params if p.is_floating_point()), torch.float32)
+    tensors = params + list(target.model.buffers())
+    if not params or (tensors and all(t.is_meta for t in tensors)):
+        return torch.empty(tuple(shape), device=Device.META, dtype=dtype)
+    return torch.zeros(tuple(shape), device=params[0].device, dtype=dtype)
 
 
-def freeze_rows(
+def shape_only(
     target: Target,
-    rec: Recorder,
-    times: dict[tuple[str, int], float | None] | None = None,
+    shape: Shape,
     *,
-    timed: bool = True,
-) -> tuple[Row, ...]:
-    """Finished rows in forward order.
+    command: str = "summary",
+    train: bool = False,
+    session: HookSession | None = None,
+) -> Trace:
+    """A shape-only trace of ``shape``: on ``meta`` when the model is there, no weights, no activations.
 
-    Stage rows are kept only where they are some block's stage; rows under a dropped one move
-    up. A module called several times at stage or block depth gets ``NAME (call k/n)``.
+    ``train`` runs the forward with autograd in ``train()`` mode and records what it saves.
+    ``session``: a :func:`session_of` ``target`` with the same ``train``, shared by several sizes.
     """
-    done = [r for r in rec.rows if r.done]
-    keys = dict(zip((id(r) for r in rec.rows), row_keys(rec.rows)))
-    stages = {id(r.stage) for r in done if r.kind is Kind.BLOCK and r.stage is not None}
-    kept = [r for r in done if r.kind is not Kind.STAGE or id(r) in stages]
-    kept_ids = {id(r) for r in kept}
-
-    def parent_of(r: OpenRow) -> OpenRow | None:
-        p = r.parent
-        while p is not None and id(p) not in kept_ids:
-            p = p.parent
-        return p
-
-    # A module called n > 1 times gets "NAME (call k/n)": across the trace at stage and block
-    # depth, and within its row at layer depth (a leaf called twice inside one block).
-    def scope(r: OpenRow) -> tuple:
-        return (r.name, r.own) if r.depth is not Depth.LAYER else (r.name, r.own, id(parent_of(r)))
-
-    names: dict[int, str] = {}
-    counts: dict[tuple, int] = {}
-    for r in kept:
-        counts[scope(r)] = counts.get(scope(r), 0) + 1
-    seen: dict[tuple, int] = {}
-    calls: dict[int, tuple[int, int]] = {}
-    for r in kept:
-        n = counts[scope(r)]
-        if n > 1:
-            seen[scope(r)] = seen.get(scope(r), 0) + 1
-            names[id(r)] = f"{r.name} (call {seen[scope(r)]}/{n})"
-            calls[id(r)] = (seen[scope(r)], n)
-        else:
-            names[id(r)] = r.name
-    blocks_per_stage: dict[int, int] = {}
-    for r in kept:
-        if r.kind is Kind.BLOCK and r.stage is not None:
-            blocks_per_stage[id(r.stage)] = blocks_per_stage.get(id(r.stage), 0) + 1
-    index = ParamIndex(rec.read)
-    rows = []
-    for r in kept:
-        parent = parent_of(r)
-        depth = r.depth
-        if (
-            r.depth is Depth.BLOCK
-            and r.kind is not Kind.BLOCK
-            and (parent is None or parent.kind is not Kind.STAGE)
-        ):
-            depth = Depth.STAGE  # a frame whose stage was dropped is a top-level row
-        if r.depth is Depth.STAGE and r.kind is not Kind.STAGE and parent is not None:
-            depth = Depth.BLOCK
-        if r.kind is Kind.BLOCK and (r.stage is None or id(r.stage) not in kept_ids) and parent is None:
-            depth = Depth.STAGE  # a block with no stage around it is a top-level row
-        t = times.get(keys[id(r)]) if times is not None else (r.seconds() if timed else None)
-        module = r.module
-        skips = tuple(r.skips) if r.skips is not None else None
-        if skips is not None and target.skip_override:
-            ran = [n for n in target.skip_override if id(getattr(module, n, None)) in rec.ran]
-            skips = tuple(ran[:1]) if ran else skips
-        call, n_calls = calls.get(id(r), (1, 1))
-        rows.append(
-            Row(
-                name=names[id(r)],
-                kind=r.kind,
-                depth=depth,
-                in_shape=r.in_shape,
-                out_shape=r.out_shape,
-                params=0 if module is None else index.count(module, recurse=not r.own),
-                macs=r.macs,
-                parent=names[id(parent)] if parent is not None else None,
-                stage=names.get(id(r.stage)) if r.stage is not None and id(r.stage) in kept_ids else None,
-                down=r.down,
-                skip=("+".join(skips) if skips else "none") if skips is not None else None,
-                skips=skips,
-                params_unused=0 if module is None else index.unread(module, recurse=not r.own),
-                module_type=type(module).__name__ if module is not None else None,
-                conv=_conv_info(module) if r.depth is Depth.LAYER and not r.own else None,
-                blocks=blocks_per_stage.get(id(r)) if r.kind is Kind.STAGE else None,
-                time_ms=None if t is None else max(t, 0.0) * 1000.0,
-                activation=r.activation,
-                call=call,
-                calls=n_calls,
-                saved_bytes=sum(r.saved.values()) if r.saved is not None else (0 if rec.train else None),
-                out_bytes=r.out_bytes,
-            )
-        )
-    return tuple(rows)
+    x = placeholder(target, shape)
+    fwd = run_forward(target, x, train=train, session=session)
+    return _trace(target, fwd, x, command=command, rows=freeze_rows(target, fwd.recorder, timed=False))
 
 
-def unused_modules(model: nn.Module, read: set[int]) -> list[tuple[str, int]]:
-    """Modules holding parameters of their own that no operation read, with those parameters' counts."""
-    out = []
-    seen: set[int] = set()
-    for name, module in model.named_modules():
-        unread = 0
-        for p in module.parameters(recurse=False):
-            if id(p) not in read and id(p) not in seen:
-                seen.add(id(p))
-                unread += p.numel()
-        if unread:
-            out.append((name, unread))
-    return out
+def real_forward(
+    target: Target,
+    x: torch.Tensor,
+    *,
+    repeat: int = 1,
+    top_k: int = 5,
+    seed: int | None = None,
+    weights: str | None = None,
+    input_file: str | None = None,
+    progress: Callable[[int], None] | None = None,
+    leaves: bool = False,
+) -> Trace:
+    """A real forward with statistics; ``repeat`` > 1 adds timed passes and reports medians.
+
+    ``leaves`` (for ``--depth layer``) adds statistics to every leaf call and times them in
+    the timed passes, which otherwise hook only the row modules.
+    """
+    device = x.device.type
+    sync = torch.cuda.synchronize if device == Device.CUDA else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    fwd = run_forward(target, x, stats=True, leaf_stats=leaves)
+    sync()
+    forward_ms = (time.perf_counter() - t0) * 1000
+    rec = fwd.recorder
+    times = None
+    overhead_ms = None
+    if fwd.failure is None and (repeat > 1 or device == Device.CUDA):
+        from resnet_trace.timing import timed_forwards
+
+        row_modules = {id(r.module) for r in rec.rows if r.module is not None and r.depth is not Depth.LAYER}
+        timings = timed_forwards(target, x, max(repeat, 1), row_modules, progress, leaves=leaves)
+        times = timings.per_row
+        forward_ms = timings.forward_s * 1000
+        overhead_ms = None if timings.overhead_s is None else timings.overhead_s * 1000
+    logits, topk = _logits(fwd, top_k)
+    run = RunInfo(
+        seed=seed,
+        repeat=repeat,
+        forward_ms=forward_ms,
+        hook_overhead_ms=overhead_ms,
+        logits=logits,
+        top_k=topk,
+        weights=weights,
+        input_file=input_file,
+    )
+    return _trace(target, fwd, x, command="run", rows=freeze_rows(target, rec, times), run=run)
 
 
-def totals(model: nn.Module, rec: Recorder) -> Totals:
-    """Params from ``model.parameters()`` (each tensor once, after the forward), never summed from rows."""
-    unused = unused_modules(model, rec.read)
-    return Totals(
-        params=param_count(model),
-        params_unused=sum(n for _, n in unused),
-        unused_modules=tuple(name for name, _ in unused),
-        macs=rec.macs,
-        activations_bytes=sum(rec.saved_all.values()) if rec.train else None,
+def _trace(
+    target: Target, fwd: Forward, x: torch.Tensor, *, command: str, rows: tuple, run: RunInfo | None = None
+) -> Trace:
+    """The one place a :class:`Trace` is assembled from a forward."""
+    rec = fwd.recorder
+    ok = fwd.failure is None
+    return Trace(
+        command=command,
+        model=target.info,
+        device=x.device.type,
+        dtype=str(x.dtype).removeprefix("torch."),
+        input_shape=tuple(int(d) for d in x.shape),
+        output_shape=output_shape(fwd.output) if ok else None,
+        rows=rows,
+        totals=totals(target.model, rec),
+        error=None if fwd.failure is None else diagnose(target, rec.failure, fwd.failure, rows),
+        accepted_sizes=target.accepted_sizes,
+        outputs=outputs(fwd.output) if ok else (),
+        run=run,
     )
 
 
-def outputs(value: Any) -> tuple[OutputInfo, ...]:
-    """Every tensor in a model's output nest, with its path (``logits``, ``0``, ``hidden_states.2``)."""
-    return tuple(_walk(value, ""))
-
-
-def _walk(value: Any, path: str) -> Iterator[OutputInfo]:
-    if isinstance(value, torch.Tensor):
-        yield OutputInfo(
-            path=path, shape=tuple(int(d) for d in value.shape), dtype=str(value.dtype).removeprefix("torch.")
+def _logits(fwd: Forward, top_k: int) -> tuple[Any, Any]:
+    """The output's values (nested tuples) and, for N x classes, the top-k classes per sample."""
+    out = first_tensor(fwd.output) if fwd.failure is None else None
+    if isinstance(fwd.output, dict) and isinstance(fwd.output.get("logits"), torch.Tensor):
+        out = fwd.output["logits"]
+    if out is None or out.device.type == Device.META or not out.is_floating_point():
+        return None, None
+    values = out.detach().float().cpu()
+    topk = None
+    if values.dim() == 2 and values.shape[1] > 1:
+        k = min(top_k, values.shape[1])
+        pv, pi = torch.softmax(values, dim=1).topk(k, dim=1)
+        topk = tuple(
+            tuple((int(i), float(v)) for i, v in zip(idx_row, val_row))
+            for idx_row, val_row in zip(pi.tolist(), pv.tolist())
         )
-        return
-    join = (lambda k: f"{path}.{k}") if path else (lambda k: str(k))
-    if isinstance(value, dict):
-        for k, v in value.items():
-            yield from _walk(v, join(k))
-    elif isinstance(value, (tuple, list)):
-        for i, v in enumerate(value):
-            yield from _walk(v, join(i))
-    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-        for f in dataclasses.fields(value):
-            yield from _walk(getattr(value, f.name), join(f.name))
+    logits = tuple(_nested(row) for row in values.tolist()) if values.dim() >= 1 else None
+    return logits, topk
 
 
-def first_tensor(value: Any) -> torch.Tensor | None:
-    from resnet_trace.ops import tensors_in
-
-    if dataclasses.is_dataclass(value) and not isinstance(value, (type, dict)):
-        value = [getattr(value, f.name) for f in dataclasses.fields(value)]
-    return next(tensors_in(value), None)
+def _nested(value: object) -> object:
+    return tuple(_nested(v) for v in value) if isinstance(value, list) else value
 
 
-def output_shape(value: Any) -> Shape | None:
-    infos = outputs(value)
-    return infos[0].shape if infos else None
+def tree_of(target: Target, shape: Shape) -> tuple[TreeNode, TraceError | None]:
+    """The module tree, marked with what ran in a shape-only trace of ``shape``."""
+    x = placeholder(target, shape)
+    fwd = run_forward(target, x)
+    error = None
+    if fwd.failure is not None:
+        rows = freeze_rows(target, fwd.recorder, timed=False)
+        error = diagnose(target, fwd.recorder.failure, fwd.failure, rows)
+    return module_tree(target.model, fwd.recorder.ran), error

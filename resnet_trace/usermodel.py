@@ -22,7 +22,6 @@ from torch import nn
 
 from resnet_trace.errors import UsageError
 from resnet_trace.records import Device
-from resnet_trace.target import Target
 
 
 def _prepend_path(folder: str) -> None:
@@ -131,42 +130,19 @@ def build(factory: Callable[..., Any], ref: str, kwargs: dict[str, Any]) -> nn.M
     return model
 
 
-def load_user_target(
+def build_model(
     ref: str,
+    kwargs: dict[str, Any],
     *,
-    base_dim: int | None = None,
-    num_classes: int | None = None,
-    model_args: dict[str, Any] | None = None,
-    block: str | None = None,
     device: str = Device.META,
     init_seed: int | None = None,
-    input_shape: tuple[int, ...] | None = None,
-) -> Target:
-    """Import the user's model and build it with the arguments given (``base_dim``/``num_classes``
-    only when given). Without ``block`` the blocks are found from the dataflow."""
-    import dataclasses
-
-    from resnet_trace.api import model_target
-
+) -> nn.Module:
+    """Import the user's model and build it with exactly ``kwargs``: on ``meta`` (initialised as
+    written: its init functions check their arguments) or, under ``init_seed``, on ``device``."""
     factory = import_reference(ref)
-    kwargs = dict(model_args or {})
-    if base_dim is not None:
-        kwargs["base_dim"] = base_dim
-    if num_classes is not None:
-        kwargs["num_classes"] = num_classes
     if device == Device.META:
-        with torch.device("meta"):  # initialised as written: its init functions check their arguments
-            model = build(factory, ref, kwargs)
-    else:
-        if init_seed is not None:
-            torch.manual_seed(init_seed)
-        model = build(factory, ref, kwargs).to(device)
-    args = tuple((k, repr(v)) for k, v in kwargs.items())
-    target = model_target(model, block=block, source=ref, args=args, input_shape=None)
-    info = dataclasses.replace(target.info, base_dim=base_dim, num_classes=num_classes)
-    target = dataclasses.replace(target, info=info)
-    if block is None and input_shape is not None:
-        from resnet_trace.api import with_found_blocks
-
-        target = with_found_blocks(target, input_shape)
-    return target
+        with torch.device("meta"):
+            return build(factory, ref, kwargs)
+    if init_seed is not None:
+        torch.manual_seed(init_seed)
+    return build(factory, ref, kwargs).to(device)

@@ -144,7 +144,7 @@ def test_check_never_imports_what_a_golden_names(tmp_path):
     doc["model"]["source"] = f"{evil}:Net"
     golden = tmp_path / "golden.json"
     golden.write_text(json.dumps(doc))
-    with pytest.raises(rt.api.UsageError, match="never runs code"):
+    with pytest.raises(UsageError, match="never runs code"):
         rt.check(golden)
     assert not marker.exists()
 

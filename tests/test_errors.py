@@ -665,12 +665,12 @@ def test_ctrl_c_exits_130_without_a_traceback():
 
 
 def test_an_interrupt_inside_a_command_exits_130(cli, monkeypatch):
-    import resnet_trace.api
+    import resnet_trace.pipeline
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(resnet_trace.api, "trace_shapes", interrupted)
+    monkeypatch.setattr(resnet_trace.pipeline, "shape_only", interrupted)
     result = cli("summary", code=INTERRUPTED)
     assert result.stdout == ""
 
@@ -679,12 +679,12 @@ def test_an_interrupt_inside_a_command_exits_130(cli, monkeypatch):
 @pytest.fixture
 def broken(monkeypatch):
     """Make tracing raise a plain exception, as a bug of ours would."""
-    import resnet_trace.api
+    import resnet_trace.pipeline
 
     def boom(*args, **kwargs):
         raise ValueError("boom from a test\nsecond line")
 
-    monkeypatch.setattr(resnet_trace.api, "trace_shapes", boom)
+    monkeypatch.setattr(resnet_trace.pipeline, "shape_only", boom)
 
 
 def test_an_internal_error_is_one_line_and_exit_4(cli, broken):

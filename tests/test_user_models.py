@@ -215,7 +215,7 @@ def test_each_forward_of_a_session_starts_in_the_mode_asked_for():
     from torch import nn
 
     from resnet_trace.api import model_target
-    from resnet_trace.tracer import forward_session, run_forward
+    from resnet_trace.tracer import run_forward, session_of
 
     class Flips(nn.Module):
         def __init__(self) -> None:
@@ -230,10 +230,10 @@ def test_each_forward_of_a_session_starts_in_the_mode_asked_for():
 
     model = Flips().eval()
     target = model_target(model, block="Dropout")
-    with forward_session(target) as session:
+    with session_of(target) as session:
         for _ in range(3):
             run_forward(target, torch.zeros(2, 3), session=session)
     assert model.seen == [False, False, False]
     assert model.training is False and model.drop.training is False  # restored afterwards
-    with forward_session(target) as session, pytest.raises(ValueError, match="other options"):
+    with session_of(target) as session, pytest.raises(ValueError, match="other options"):
         run_forward(target, torch.zeros(2, 3), stats=True, session=session)  # not what it was opened for

@@ -1,0 +1,132 @@
+"""What to trace and how: the model choice and the trace options, as two frozen records.
+
+Every caller (the CLI's commands, ``resnet_trace.trace``, ``check``, ``tree``) states its wish
+as a :class:`ModelChoice` and a :class:`TraceOptions`; :func:`resnet_trace.pipeline.trace_inputs`
+is the one route that carries both out. Each field has an effect, or the record refuses it here.
+No torch at import time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from resnet_trace.errors import UsageError
+from resnet_trace.records import CUSTOM, Device, DType, Head, Optimizer, Variant
+from resnet_trace.spec import InvalidValue, integer, word
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The model to trace.
+
+    ``model`` is ``None`` for the built-in seed (``base_dim``, ``num_classes``, ``variant``,
+    ``head`` build it), a ``PATH.py:NAME`` / ``package.module:NAME`` reference (built with
+    ``args``, plus ``base_dim``/``num_classes`` when given), or an ``nn.Module`` instance (used
+    as it is). ``block`` names the block classes (found from the dataflow when ``None``);
+    ``skip`` names the child modules to report as the skip path when they ran.
+    """
+
+    model: Any = None
+    base_dim: int | None = None
+    num_classes: int | None = None
+    variant: Variant | str = Variant.SEED  # a word is read as its member
+    head: Head | str = Head.AVGPOOL7
+    args: Mapping[str, Any] = field(default_factory=dict)
+    block: Any = None  # a class name, a class, or several: held as a tuple
+    skip: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "variant", word("variant", Variant, self.variant))
+        object.__setattr__(self, "head", word("head", Head, self.head))
+        if isinstance(self.block, (str, type)):
+            object.__setattr__(self, "block", (self.block,))
+        elif self.block is not None:
+            object.__setattr__(self, "block", tuple(self.block))
+        for name in ("base_dim", "num_classes"):
+            if getattr(self, name) is not None:
+                integer(name, getattr(self, name))
+        if self.model is None:
+            if self.args:
+                raise UsageError(
+                    "--model-arg passes arguments to --model; the built-in model takes --base-dim, --num-classes"
+                )
+            return
+        if self.variant is not Variant.SEED or self.head is not Head.AVGPOOL7:
+            raise UsageError(
+                "--variant and --head change the built-in model; with --model, edit your own file"
+            )
+        if not isinstance(self.model, str):
+            given = [n for n in ("base_dim", "num_classes") if getattr(self, n) is not None]
+            if given or self.args:
+                what = given[0] if given else "args"
+                raise InvalidValue(
+                    what, f"{what} builds a model; a model passed as an instance is traced as it is"
+                )
+
+    @property
+    def builtin(self) -> bool:
+        """The seed's own model, built from its flags."""
+        return self.model is None
+
+    @property
+    def reference(self) -> str | None:
+        """The ``PATH.py:NAME`` reference, when the model is one."""
+        return self.model if isinstance(self.model, str) else None
+
+    def words(self) -> tuple[str, str]:
+        """``variant`` and ``head`` as a trace records them (``custom`` for a model of your own)."""
+        if self.builtin:
+            return str(self.variant), str(self.head)
+        return CUSTOM, CUSTOM
+
+
+@dataclass(frozen=True)
+class TraceOptions:
+    """How to trace each input: shape-only (``summary``) or a real forward (``run``), and what to add.
+
+    ``real`` runs the model on ``device`` in ``dtype`` (random weights under ``seed`` unless
+    ``weights``; a random normal input under ``seed`` unless ``input_file``); ``repeat`` > 1 adds
+    timed passes. ``leaves`` adds statistics and times to every leaf call (``--depth layer``).
+    ``train``/``optimizer``/``budget`` add a training step's memory; ``backward``/``target_class``
+    a real backward with gradient norms. A shape-only trace takes ``dtype`` too.
+    """
+
+    real: bool = False
+    seed: int = 0
+    weights: str | None = None
+    input_file: str | None = None
+    repeat: int = 1
+    top_k: int = 5
+    device: Device | str | None = None  # None: the model's own (the CPU for the models this tool builds)
+    dtype: DType | str | None = None  # None: the model's own (float32 for the models this tool builds)
+    leaves: bool = False
+    train: bool = False
+    optimizer: Optimizer | str = Optimizer.ADAM
+    budget: int | None = None
+    backward: bool = False
+    target_class: int = 0
+
+    def __post_init__(self) -> None:
+        if self.device is not None:
+            object.__setattr__(self, "device", word("device", Device, self.device))
+        if self.dtype is not None:
+            object.__setattr__(self, "dtype", word("dtype", DType, self.dtype))
+        object.__setattr__(self, "optimizer", word("optimizer", Optimizer, self.optimizer))
+        integer("seed", self.seed, low=0)
+        integer("repeat", self.repeat)
+        integer("top_k", self.top_k)
+        integer("target", self.target_class, low=0)
+        if self.budget is not None:
+            integer("budget", self.budget)
+        if self.weights is not None or self.input_file is not None or self.backward:
+            object.__setattr__(self, "real", True)
+        if self.budget is not None:
+            object.__setattr__(self, "train", True)
+        if self.real and self.train:
+            raise UsageError("train and budget are summary's (shape-only); a real forward takes backward")
+
+    @property
+    def command(self) -> str:
+        return "run" if self.real else "summary"

@@ -1,0 +1,140 @@
+"""``check`` and ``diff``: saved traces read as data, re-traced through the one route, compared field by field.
+
+A golden file never names code to run: a trace of a user model needs the caller's own ``model``.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from resnet_trace.choice import ModelChoice, TraceOptions
+from resnet_trace.diffing import compare_all, load_documents
+from resnet_trace.errors import UsageError
+from resnet_trace.layout import BASE_DIM, NUM_CLASSES
+from resnet_trace.records import Depth, Differences, Head, Report, Shape, Trace, Variant
+from resnet_trace.spec import parse_shape, word
+
+
+def report(
+    trace: Trace, *, depth: Depth | str = Depth.BLOCK, collapse: bool = False, filter: str | None = None
+) -> Report:
+    """The rows of ``trace`` shown at ``depth`` (filtered by the ``filter`` regex, folded with ``collapse``)."""
+    from resnet_trace.views import view
+
+    d = Depth(depth)
+    return Report(
+        trace=trace,
+        rows=tuple(view(trace.rows, d, fold=collapse, pattern=filter)),
+        depth=d,
+        collapsed=collapse,
+        filter=filter,
+    )
+
+
+def check(
+    golden: str | os.PathLike[str],
+    *,
+    base_dim: int | None = None,
+    num_classes: int | None = None,
+    inputs: Sequence[Shape] | None = None,
+    variant: Variant | str | None = None,
+    head: Head | str | None = None,
+    model: str | None = None,
+) -> Differences:
+    """Re-trace the configuration recorded in ``golden`` (or the overrides) and compare every field."""
+    from resnet_trace.pipeline import trace_inputs
+
+    docs = load_documents(Path(golden))
+    if inputs:
+        plan = [(docs[min(i, len(docs) - 1)], tuple(s)) for i, s in enumerate(inputs)]
+    else:
+        plan = [(doc, parse_shape("x".join(map(str, doc["input_shape"])))) for doc in docs]
+    # Documents of one configuration are traced together: the model is built once for all their inputs.
+    # (A choice's arguments are literals read from the document, so its repr is its identity.)
+    groups: dict[str, tuple[ModelChoice, list[int]]] = {}
+    for i, (doc, _) in enumerate(plan):
+        choice = _choice(doc, golden, base_dim, num_classes, variant, head, model)
+        groups.setdefault(repr(choice), (choice, []))[1].append(i)
+    got: dict[int, Trace] = {}
+    for choice, members in groups.values():
+        traces = trace_inputs(choice, [plan[i][1] for i in members], TraceOptions())
+        got.update(zip(members, traces))
+    got_docs = [
+        report(
+            got[i],
+            depth=doc.get("depth", Depth.BLOCK),
+            collapse=bool(doc.get("collapsed")),
+            filter=doc.get("filter"),
+        ).to_dict()
+        for i, (doc, _) in enumerate(plan)
+    ]
+    return Differences(expected=str(golden), got="this trace", differences=tuple(compare_all(docs, got_docs)))
+
+
+def _choice(
+    doc: dict,
+    golden: str | os.PathLike[str],
+    base_dim: int | None,
+    num_classes: int | None,
+    variant: Variant | str | None,
+    head: Head | str | None,
+    model: str | None,
+) -> ModelChoice:
+    """The model a document records, with the caller's overrides."""
+    m = doc.get("model") or {}
+    source = m.get("source", "builtin")
+    if model is None and source != "builtin":
+        raise UsageError(
+            f"{str(golden)!r} was traced from {source!r}; check never runs code a data file names: "
+            f"pass --model {source} yourself if you trust it"
+        )
+    # The seed's options: the overrides, else the words the document recorded (a model of your
+    # own records "custom": its code decides), else the built-in defaults.
+    words: dict[str, Any] = {}
+    for field, kind, given in (("variant", Variant, variant), ("head", Head, head)):
+        if given is not None:
+            words[field] = word(field, kind, given)
+        elif model is None and m.get(field) in [w.value for w in kind]:
+            words[field] = m[field]
+    bd = base_dim if base_dim is not None else m.get("base_dim")
+    nc = num_classes if num_classes is not None else m.get("num_classes")
+    if model is None:
+        bd, nc = bd or BASE_DIM, nc or NUM_CLASSES
+    block = m.get("block") if model is not None and not m.get("block_found") else None
+    # The arguments your model was built with, recorded as Python literals; read as data
+    # (ast.literal_eval), and passed only to the code you named with ``model``.
+    args = _recorded_args(m) if model is not None else {}
+    return ModelChoice(
+        model=model,
+        base_dim=bd,
+        num_classes=nc,
+        args=args,
+        block=tuple(block.split(",")) if block else None,
+        **words,
+    )
+
+
+def _recorded_args(model_doc: dict) -> dict[str, Any]:
+    """``model.args`` of a saved trace, less ``base_dim``/``num_classes`` (recorded on their own)."""
+    out: dict[str, Any] = {}
+    for key, text in (model_doc.get("args") or {}).items():
+        if key in ("base_dim", "num_classes") or not isinstance(text, str) or not str(key).isidentifier():
+            continue
+        try:
+            out[str(key)] = ast.literal_eval(text)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            out[str(key)] = text
+    return out
+
+
+def diff(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> Differences:
+    """Compare two saved traces field by field."""
+    return Differences(
+        expected=str(a),
+        got=str(b),
+        differences=tuple(compare_all(load_documents(Path(a)), load_documents(Path(b)))),
+    )
