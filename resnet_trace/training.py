@@ -34,7 +34,7 @@ from torch import nn
 
 from resnet_trace.errors import UsageError
 from resnet_trace.ops import tensors_in
-from resnet_trace.records import Device, Optimizer, Row, TrainInfo
+from resnet_trace.records import Device, Kind, Optimizer, Row, TrainInfo
 
 #: The backward's transient, in units of the largest output of any call (docs/training.md, measured).
 TRANSIENT_FACTOR = 8
@@ -162,8 +162,7 @@ def train_info(
     With ``budget_bytes``, ``peak_of_batch`` (the ``peak_bytes`` of the same model traced at batch
     ``n``) finds ``fit_batch``. ``model`` may live on ``meta``: only parameter sizes are read.
     """
-    p, g = params_bytes(model), grads_bytes(model)
-    o = optimizer.state_multiplier * g
+    p, g, o = params_bytes(model), grads_bytes(model), optimizer_bytes(model, optimizer)
     t = transient_bytes(rows)
     info = TrainInfo(
         optimizer=optimizer.value,
@@ -373,12 +372,30 @@ def backward_step(
         model.train(was_training)
 
 
+def module_name(row: Row) -> str:
+    """The module a row stands for: its name less the `` (call k/n)`` of a module called n > 1 times."""
+    return row.name.rsplit(" (call ", 1)[0] if row.calls > 1 else row.name
+
+
+def grad_blocks(rows: Sequence[Row], model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The modules of the block rows, each once, by name: :func:`backward_step`'s ``blocks``."""
+    blocks: list[tuple[str, nn.Module]] = []
+    seen: set[str] = set()
+    for r in rows:
+        name = module_name(r)
+        if r.kind is Kind.BLOCK and name not in seen:
+            seen.add(name)
+            blocks.append((name, model.get_submodule(name)))
+    return blocks
+
+
 def with_grads(rows: Sequence[Row], step: BackwardStep) -> tuple[Row, ...]:
-    """Rows with ``grad_norm`` (matched by name and call) and ``param_grad_norm`` (by name) filled in."""
+    """Rows with ``grad_norm`` (matched by module name and call) and ``param_grad_norm`` (by module name)."""
     out = []
     for r in rows:
-        g = step.grad_norms.get((r.name, r.call))
-        pg = step.param_grad_norms.get(r.name)
+        name = module_name(r)
+        g = step.grad_norms.get((name, r.call))
+        pg = step.param_grad_norms.get(name)
         out.append(r if g is None and pg is None else replace(r, grad_norm=g, param_grad_norm=pg))
     return tuple(out)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import arith
 import pytest
 import torch
+from torch import nn
 
 from resnet_trace.api import build_target, trace, trace_run, trace_shapes
 from resnet_trace.records import Depth
@@ -76,13 +77,49 @@ def test_every_block_matches_the_independent_arithmetic(base, classes, n, h, w):
     assert (fc.name, fc.params, fc.macs) == ("fc_layer", tot["fc_params"], tot["fc_macs"])
 
 
-def test_totals_come_from_the_model_not_from_rows():
-    # The shared ReLU has no params, so rows sum to the total here; the test is that
-    # the unused dim_equalizers are in the total even though they never ran.
-    t = trace(base_dim=8)
-    rows = select_depth(t.rows, Depth.BLOCK)
-    assert sum(r.params for r in rows) == t.totals.params
-    assert t.totals.params_unused == sum(r.params_unused for r in rows) > 0
+class _Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(6, 6)
+
+    def forward(self, x):
+        return x + torch.tanh(self.lin(x))
+
+
+class _Shared(nn.Module):
+    """A block called twice, a weight tied to the block's, a module that never runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = _Block()
+        self.tied = nn.Linear(6, 6, bias=False)
+        self.tied.weight = self.block.lin.weight
+        self.unused = nn.Linear(6, 5)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.head(self.tied(self.block(self.block(x))))
+
+
+@pytest.mark.parametrize("real", [False, True])
+def test_totals_count_each_parameter_once_whatever_the_rows_say(real):
+    # Rows count the shared block once per call and the tied weight in two rows, and no row holds
+    # the module that never runs: a total summed from rows, at any depth, would be wrong here.
+    torch.manual_seed(0)
+    model = _Shared()
+    unique = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    never_read = sum(p.numel() for p in model.unused.parameters())
+    t = trace(model=model, block=_Block, input_shape=(1, 2, 3, 6), real=real)
+    assert t.error is None and [r.name for r in t.rows] == [
+        "block (call 1/2)",
+        "block (call 2/2)",
+        "tied",
+        "head",
+    ]
+    for depth in Depth:
+        assert sum(r.params for r in select_depth(t.rows, depth)) != unique, depth
+    assert (t.totals.params, t.totals.params_unused) == (unique, never_read) == (98, 35)
+    assert t.totals.unused_modules == ("unused",)
 
 
 def test_run_gives_the_same_rows_as_summary_on_real_tensors():

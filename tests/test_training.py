@@ -23,6 +23,7 @@ from resnet_trace.training import (
     Optimizer,
     backward_step,
     fit_batch,
+    grad_blocks,
     grads_bytes,
     optimizer_bytes,
     params_bytes,
@@ -344,6 +345,42 @@ def test_with_grads_and_measurement_fill_the_records():
     text = render_table([report])
     assert "saved" in text and "‖dL/dout‖" in text and "█" in text and "Training step" in text
     assert "█" in render_svg([report])
+
+
+def test_with_grads_finds_a_block_called_twice_by_its_module_name():
+    """Rows of a module called twice are named ``NAME (call k/n)``; its norms are keyed by the module."""
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(6, 6)
+
+        def forward(self, x):
+            return x + torch.tanh(self.lin(x))
+
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.block = Block()
+            self.head = nn.Linear(6, 3)
+
+        def forward(self, x):
+            return self.head(self.block(self.block(x))).flatten(1)  # the logits grad_truth takes
+
+    torch.manual_seed(0)
+    m = Twice()
+    x = torch.randn(1, 2, 3, 6)
+    t = api.trace(model=m, block=Block, input_shape=tuple(x.shape))
+    assert [r.name for r in t.rows] == ["block (call 1/2)", "block (call 2/2)", "head"]
+    blocks = grad_blocks(t.rows, m)
+    assert blocks == [("block", m.block)]
+    step = backward_step(m, x, target=2, blocks=blocks)
+    rows = with_grads(t.rows, step)
+    out_norms, param_norms, _ = grad_truth(m, x, target=2, names=["block"])
+    for r in rows[:2]:
+        assert r.grad_norm == pytest.approx(out_norms[("block", r.call)], rel=1e-3), r.name
+        assert r.param_grad_norm == pytest.approx(param_norms["block"], rel=1e-3), r.name
+    assert rows[2] is t.rows[2]  # no block, no norms
 
 
 # ------------------------------------------------------------------ rendering
