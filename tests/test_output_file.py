@@ -14,8 +14,6 @@ import pytest
 from arith import failing_module
 from formats import FORMATS
 
-import resnet_trace.cli as cli_module
-
 
 # -- 2. -o/--output ----------------------------------------------------------------------------
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -70,7 +68,7 @@ class _HalfWriter:
 
 
 def _interrupt(monkeypatch, where: str) -> None:
-    os_mod = cli_module.os
+    os_mod = os
     if where == "write":
         real_fdopen = os_mod.fdopen
         monkeypatch.setattr(os_mod, "fdopen", lambda fd, *a, **k: _HalfWriter(real_fdopen(fd, *a, **k)))

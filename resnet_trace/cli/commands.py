@@ -1,4 +1,5 @@
-"""The command line: thin commands over ``resnet_trace.api``; errors become exit codes here only.
+"""The commands: each turns its flags into the library's records, calls the library once, and hands
+the result to :mod:`resnet_trace.cli.output`; errors become exit codes in :mod:`resnet_trace.cli.io` only.
 
 torch is imported inside the commands that trace, never at import time, so
 ``--help``, ``--version`` and ``schema`` start as fast as Typer and Rich.
@@ -11,24 +12,51 @@ import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from resnet_trace import __version__
-from resnet_trace.cliio import (
+from resnet_trace.cli.io import (
     OneLineErrors,
     _color,
     _say,
     check_outputs,
     model_file,
-    output_path,
     record_debug,
     write_output,
 )
-from resnet_trace.errors import ExitCode, UsageError
-from resnet_trace.layout import BASE_DIM, NUM_CLASSES
-from resnet_trace.records import Depth, Device, DType, Format, GraphFormat, Head, Optimizer, Report, Variant
+from resnet_trace.cli.options import (
+    BaseDim,
+    BlockOpt,
+    BudgetOpt,
+    CollapseOpt,
+    DepthOpt,
+    FilterOpt,
+    FormatOpt,
+    HeadOpt,
+    Inputs,
+    ModelArgs,
+    ModelOpt,
+    NumClasses,
+    OptimizerOpt,
+    Output,
+    SkipOpt,
+    SvgOpt,
+    TrainOpt,
+    VariantOpt,
+    bounded,
+    budget_bytes,
+    check_filter,
+    model_choice,
+    one_shape,
+    opt_positive,
+    progress,
+)
+from resnet_trace.cli.output import emit_differences, finish, reports_of, stopped
+from resnet_trace.errors import ExitCode
+from resnet_trace.layout import BASE_DIM
+from resnet_trace.records import Depth, Device, DType, Format, GraphFormat, Head, Optimizer, Variant
 from resnet_trace.spec import expand_inputs, positive
 
 EXIT_CODES_HELP = (
@@ -81,188 +109,6 @@ def _root(
     """See inside the ResNet50 of a Korean code review."""
 
 
-# -- shared options (defined once) ------------------------------------------------
-BaseDim = Annotated[
-    int | None,
-    typer.Option(
-        "--base-dim",
-        help=f"Width of the stem; stages use 1-32x this (default {BASE_DIM}). Passed to --model only when given.",
-    ),
-]
-NumClasses = Annotated[
-    int | None,
-    typer.Option(
-        "--num-classes",
-        help=f"Outputs of fc_layer (default {NUM_CLASSES}). Passed to --model only when given.",
-    ),
-]
-ModelArgs = Annotated[
-    list[str] | None,
-    typer.Option("--model-arg", help="KEY=VALUE passed to --model (repeatable; VALUE a Python literal)."),
-]
-Inputs = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--input",
-        "-i",
-        help="Input shape NxCxHxW; repeat for several. Sweep one dimension "
-        "with lo-hi[:step] (1x3x190-230x224), or H and W together (1x3x190-230x190-230).",
-    ),
-]
-FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
-Output = Annotated[
-    Path | None,
-    typer.Option(
-        "--output",
-        "-o",
-        parser=output_path,
-        metavar="<path>",
-        help="Write to FILE atomically instead of stdout.",
-    ),
-]
-VariantOpt = Annotated[
-    Variant, typer.Option("--variant", help="seed: the code as written; fixed: its two slips corrected.")
-]
-HeadOpt = Annotated[
-    Head, typer.Option("--head", help="avgpool7: the seed's AvgPool2d(7, 1); adaptive: AdaptiveAvgPool2d(1).")
-]
-DepthOpt = Annotated[
-    Depth, typer.Option("--depth", help="Rows per stage, per block, or per leaf-module call.")
-]
-CollapseOpt = Annotated[
-    bool, typer.Option("--collapse", help="Fold consecutive identical blocks into one row.")
-]
-FilterOpt = Annotated[
-    str | None, typer.Option("--filter", help="Keep rows whose name matches REGEX (totals stay whole-model).")
-]
-ModelOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--model",
-        help="Trace your own copy of the seed: PATH.py:NAME or package.module:NAME "
-        "(a class or factory; importing it RUNS ITS CODE).",
-    ),
-]
-BlockOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--block",
-        help="Class name of the blocks in --model (default: the modules that add onto their input).",
-    ),
-]
-SkipOpt = Annotated[
-    str | None,
-    typer.Option("--skip", help="Override: report these child modules as the skip path when they ran."),
-]
-SvgOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--svg", parser=output_path, metavar="<path>", help="Also save the table as an SVG picture."
-    ),
-]
-
-
-TrainOpt = Annotated[
-    bool,
-    typer.Option(
-        "--train",
-        help="Add the memory of one training step: activations autograd saves per row, and the predicted peak.",
-    ),
-]
-OptimizerOpt = Annotated[
-    Optimizer,
-    typer.Option(
-        "--optimizer",
-        help="With --train: its state is 0x (sgd), 1x (momentum) or 2x (adam, adamw) the parameters.",
-    ),
-]
-BudgetOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--budget",
-        help="With --train: a memory size (24GiB, 8e9); adds fit_batch, the largest batch that fits.",
-    ),
-]
-
-
-def _skip_names(skip: str | None) -> tuple[str, ...] | None:
-    if skip is None:
-        return None
-    names = tuple(s.strip() for s in skip.split(",") if s.strip())
-    if not names:
-        raise UsageError("--skip needs at least one submodule name")
-    return names
-
-
-def render(reports: list[Report], fmt: Format, output: Path | None) -> str:
-    if fmt is Format.JSON:
-        from resnet_trace.render.data import render_json
-
-        return render_json(reports)
-    if fmt is Format.JSONL:
-        from resnet_trace.render.data import render_jsonl
-
-        return render_jsonl(reports)
-    if fmt is Format.CSV:
-        from resnet_trace.render.tabular import render_csv
-
-        return render_csv(reports)
-    if fmt is Format.MARKDOWN:
-        from resnet_trace.render.tabular import render_markdown
-
-        return render_markdown(reports)
-    from resnet_trace.render.table import render_table
-
-    color, width = _color(output)
-    return render_table(reports, color=color, width=width)
-
-
-def _one_shape(value: str) -> tuple[int, int, int, int]:
-    """Commands that draw one trace take one shape, not a sweep."""
-    shapes = expand_inputs([value])
-    if len(shapes) != 1:
-        raise UsageError(f"--input {value!r} names {len(shapes)} shapes; this command takes one")
-    return shapes[0]
-
-
-def _save_svg(reports: list[Report], svg: Path | None) -> None:
-    if svg is not None:
-        from resnet_trace.render.table import render_svg
-
-        write_output(render_svg(reports), svg, "--svg")
-
-
-def _reports(traces: list, depth: Depth, collapse: bool, pattern: str | None) -> list[Report]:
-    from resnet_trace.goldens import report
-
-    return [report(t, depth=depth, collapse=collapse, filter=pattern) for t in traces]
-
-
-def _finish(traces: list, reports: list[Report], fmt: Format, output: Path | None, svg: Path | None) -> int:
-    if reports and reports[0].filter and not any(r.rows for r in reports):
-        raise UsageError(f"--filter {reports[0].filter!r} matches no row")
-    for note in dict.fromkeys(n for t in traces for n in t.notes):
-        _say(note)
-    m = traces[0].model if traces else None
-    if m is not None and m.block_found and fmt in (Format.TABLE, Format.MARKDOWN):
-        _say(
-            f"note: blocks are {m.block or 'none found'} (the modules that add onto their input; set --block)"
-        )
-    write_output(render(reports, fmt, output), output)
-    _save_svg(reports, svg)
-    return _stopped([(t.input_shape, t.error) for t in traces])
-
-
-def _stopped(errors: list[tuple[tuple[int, ...], Any]]) -> int:
-    """One stderr line per input the model rejected (three at most); exit 3 if any was."""
-    failed = [(shape, e) for shape, e in errors if e is not None]
-    for shape, e in failed[:3]:
-        _say(f"{'x'.join(map(str, shape))}: stopped at {e.module}: {e.message}; {e.hint}")
-    if len(failed) > 3:
-        _say(f"... and {len(failed) - 3} more inputs failed")
-    return ExitCode.MODEL_REJECTED if failed else ExitCode.OK
-
-
 @app.command(epilog=EXIT_CODES_HELP)
 def summary(
     base_dim: BaseDim = None,
@@ -287,48 +133,16 @@ def summary(
 ) -> int:
     """Shapes, params, MACs and skip paths per block, without weights or activations (meta device)."""
     check_outputs({"--output": output, "--svg": svg}, {"--model": model_file(model)})
-    _check_filter(filter)
+    check_filter(filter)
     from resnet_trace.choice import TraceOptions
     from resnet_trace.pipeline import trace_inputs
 
     traces = trace_inputs(
-        _model_choice(model, model_arg, base_dim, num_classes, variant, head, block, skip),
+        model_choice(model, model_arg, base_dim, num_classes, variant, head, block, skip),
         expand_inputs(input) if input else None,
-        TraceOptions(train=train or budget is not None, optimizer=optimizer, budget=_budget(budget)),
+        TraceOptions(train=train or budget is not None, optimizer=optimizer, budget=budget_bytes(budget)),
     )
-    return _finish(traces, _reports(traces, depth, collapse, filter), format, output, svg)
-
-
-def _model_choice(
-    model: str | None,
-    model_arg: list[str] | None,
-    base_dim: int | None,
-    num_classes: int | None,
-    variant: Variant,
-    head: Head,
-    block: str | None,
-    skip: str | None,
-) -> Any:
-    """The model the flags name (typer has checked each flag's words; ranges are checked here)."""
-    from resnet_trace.choice import ModelChoice
-    from resnet_trace.usermodel import parse_model_args
-
-    return ModelChoice(
-        model=model,
-        base_dim=_opt_positive("--base-dim", base_dim),
-        num_classes=_opt_positive("--num-classes", num_classes),
-        variant=variant,
-        head=head,
-        args=parse_model_args(model_arg),
-        block=block,
-        skip=_skip_names(skip),
-    )
-
-
-def _budget(budget: str | None) -> int | None:
-    from resnet_trace.memory import parse_budget
-
-    return None if budget is None else parse_budget(budget)
+    return finish(traces, reports_of(traces, depth, collapse, filter), format, output, svg)
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -389,8 +203,8 @@ def run(
     )
     positive("--repeat", repeat)
     positive("--top-k", top_k)
-    _bounded("--seed", seed, low=0)
-    _check_filter(filter)
+    bounded("--seed", seed, low=0)
+    check_filter(filter)
     from resnet_trace.choice import TraceOptions
     from resnet_trace.pipeline import trace_inputs
 
@@ -408,72 +222,12 @@ def run(
         dtype=dtype,
         leaves=depth is Depth.LAYER,
         backward=backward,
-        target_class=_bounded("--target", target, low=0),
+        target_class=bounded("--target", target, low=0),
     )
-    choice = _model_choice(model, model_arg, base_dim, num_classes, variant, head, block, skip)
-    with _progress(repeat * (len(shapes) if shapes else 1)) as advance:
+    choice = model_choice(model, model_arg, base_dim, num_classes, variant, head, block, skip)
+    with progress(repeat * (len(shapes) if shapes else 1)) as advance:
         traces = trace_inputs(choice, shapes, options, progress=advance)
-    return _finish(traces, _reports(traces, depth, collapse, filter), format, output, svg)
-
-
-def _bounded(name: str, value: int, *, low: int) -> int:
-    from resnet_trace.spec import LIMITS
-
-    top = LIMITS[name.lstrip("-").replace("-", "_")]
-    if not low <= value <= top:
-        raise UsageError(f"{name} must be in {low}..{top:,}, not {value}")
-    return value
-
-
-def _opt_positive(name: str, value: int | None) -> int | None:
-    return None if value is None else positive(name, value)
-
-
-def _check_filter(pattern: str | None) -> None:
-    if pattern:
-        from resnet_trace.views import filter_rows
-
-        filter_rows((), pattern)  # validate the regex before any work
-
-
-class _progress:
-    """A Rich progress bar on stderr for long runs, only when both stdout and stderr are terminals."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.bar: Any = None
-
-    def __enter__(self) -> Any:
-        if self.total < 3 or not (sys.stdout.isatty() and sys.stderr.isatty()):
-            return None
-        from rich.console import Console
-        from rich.progress import Progress
-
-        self.bar = Progress(console=Console(stderr=True), transient=True)
-        self.bar.__enter__()
-        self.task = self.bar.add_task("timed forwards", total=self.total)
-        done = [0]
-
-        def advance(i: int) -> None:
-            done[0] += 1
-            self.bar.update(self.task, completed=done[0])
-
-        return advance
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
-
-
-def _emit_differences(diffs: list, fmt: Format, output: Path | None, expected: str, got: str) -> int:
-    from resnet_trace.render.diffs import render_differences
-
-    color, width = _color(output)
-    write_output(render_differences(diffs, fmt, expected=expected, got=got, color=color, width=width), output)
-    if diffs:
-        _say(f"{len(diffs)} difference(s) between {expected} and {got}")
-        return ExitCode.DIFFERENCES
-    return ExitCode.OK
+    return finish(traces, reports_of(traces, depth, collapse, filter), format, output, svg)
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -506,14 +260,14 @@ def check(
 
     result = check_golden(
         golden,
-        base_dim=_opt_positive("--base-dim", base_dim),
-        num_classes=_opt_positive("--num-classes", num_classes),
+        base_dim=opt_positive("--base-dim", base_dim),
+        num_classes=opt_positive("--num-classes", num_classes),
         inputs=expand_inputs(input) if input else None,
         variant=variant,
         head=head,
         model=model,
     )
-    return _emit_differences(list(result.differences), format, output, result.expected, result.got)
+    return emit_differences(list(result.differences), format, output, result.expected, result.got)
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -529,7 +283,7 @@ def diff(
     from resnet_trace.api import diff as diff_files
 
     result = diff_files(a, b)
-    return _emit_differences(list(result.differences), format, output, result.expected, result.got)
+    return emit_differences(list(result.differences), format, output, result.expected, result.got)
 
 
 @app.command()
@@ -569,7 +323,7 @@ def compare(
     from resnet_trace.api import compare as compare_variants
     from resnet_trace.render.compare import compare_renderables, render_compare
 
-    shape = _one_shape(input)
+    shape = one_shape(input)
     check_outputs({"--output": output, "--svg": svg})
     result = compare_variants(
         base_dim=positive("--base-dim", BASE_DIM if base_dim is None else base_dim),
@@ -577,8 +331,8 @@ def compare(
         input_shape=shape,
         head=head,
         train=train,
-        seed=_bounded("--seed", seed, low=0),
-        target=_bounded("--target", target, low=0),
+        seed=bounded("--seed", seed, low=0),
+        target=bounded("--target", target, low=0),
     )
     color, width = _color(output)
     write_output(render_compare(result.seed, result.fixed, format, color=color, width=width), output)
@@ -586,7 +340,7 @@ def compare(
         from resnet_trace.render.table import svg_of
 
         write_output(svg_of(compare_renderables(result.seed, result.fixed)), svg, "--svg")
-    return _stopped([(result.seed.input_shape, result.seed.error)])
+    return stopped([(result.seed.input_shape, result.seed.error)])
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -615,12 +369,12 @@ def graph(
     from resnet_trace.render.graph import render_graph
 
     (t,) = trace_inputs(
-        _model_choice(model, model_arg, base_dim, num_classes, variant, head, block, skip),
-        [_one_shape(input)] if input else None,
+        model_choice(model, model_arg, base_dim, num_classes, variant, head, block, skip),
+        [one_shape(input)] if input else None,
         TraceOptions(),
     )
     write_output(render_graph(t, format), output)
-    return _stopped([(t.input_shape, t.error)])
+    return stopped([(t.input_shape, t.error)])
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -649,13 +403,13 @@ def tree(
 
     result = module_tree(
         model_ref=model,
-        base_dim=_opt_positive("--base-dim", base_dim),
-        num_classes=_opt_positive("--num-classes", num_classes),
+        base_dim=opt_positive("--base-dim", base_dim),
+        num_classes=opt_positive("--num-classes", num_classes),
         variant=variant,
         head=head,
         model_args=parse_model_args(model_arg),
         block=block,
-        input_shape=_one_shape(input) if input else None,
+        input_shape=one_shape(input) if input else None,
     )
     if format is TreeFormat.JSON:
         write_output(result.to_json(), output)
@@ -663,14 +417,12 @@ def tree(
         from resnet_trace.render.tree import render_tree
 
         color, width = _color(output)
-        stopped = result.error.module if result.error else None
+        at = result.error.module if result.error else None
         write_output(
-            render_tree(
-                result.root, input_shape=result.input_shape, stopped=stopped, color=color, width=width
-            ),
+            render_tree(result.root, input_shape=result.input_shape, stopped=at, color=color, width=width),
             output,
         )
-    return _stopped([(result.input_shape, result.error)])
+    return stopped([(result.input_shape, result.error)])
 
 
 def _command_named(argv: list[str]) -> str | None:

@@ -1,0 +1,221 @@
+"""The commands' shared options and the checks of their values, defined once for every command.
+
+Each option is an ``Annotated`` type that Typer reads; each check turns a flag's value into
+what the library takes (a :class:`~resnet_trace.choice.ModelChoice`, a size in bytes) or
+refuses it in one line naming the flag.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from resnet_trace.cli.io import output_path
+from resnet_trace.errors import UsageError
+from resnet_trace.layout import BASE_DIM, NUM_CLASSES
+from resnet_trace.records import Depth, Format, Head, Optimizer, Variant
+from resnet_trace.spec import expand_inputs, positive
+
+# -- shared options (defined once) ------------------------------------------------
+BaseDim = Annotated[
+    int | None,
+    typer.Option(
+        "--base-dim",
+        help=f"Width of the stem; stages use 1-32x this (default {BASE_DIM}). Passed to --model only when given.",
+    ),
+]
+NumClasses = Annotated[
+    int | None,
+    typer.Option(
+        "--num-classes",
+        help=f"Outputs of fc_layer (default {NUM_CLASSES}). Passed to --model only when given.",
+    ),
+]
+ModelArgs = Annotated[
+    list[str] | None,
+    typer.Option("--model-arg", help="KEY=VALUE passed to --model (repeatable; VALUE a Python literal)."),
+]
+Inputs = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--input",
+        "-i",
+        help="Input shape NxCxHxW; repeat for several. Sweep one dimension "
+        "with lo-hi[:step] (1x3x190-230x224), or H and W together (1x3x190-230x190-230).",
+    ),
+]
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
+Output = Annotated[
+    Path | None,
+    typer.Option(
+        "--output",
+        "-o",
+        parser=output_path,
+        metavar="<path>",
+        help="Write to FILE atomically instead of stdout.",
+    ),
+]
+VariantOpt = Annotated[
+    Variant, typer.Option("--variant", help="seed: the code as written; fixed: its two slips corrected.")
+]
+HeadOpt = Annotated[
+    Head, typer.Option("--head", help="avgpool7: the seed's AvgPool2d(7, 1); adaptive: AdaptiveAvgPool2d(1).")
+]
+DepthOpt = Annotated[
+    Depth, typer.Option("--depth", help="Rows per stage, per block, or per leaf-module call.")
+]
+CollapseOpt = Annotated[
+    bool, typer.Option("--collapse", help="Fold consecutive identical blocks into one row.")
+]
+FilterOpt = Annotated[
+    str | None, typer.Option("--filter", help="Keep rows whose name matches REGEX (totals stay whole-model).")
+]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        help="Trace your own copy of the seed: PATH.py:NAME or package.module:NAME "
+        "(a class or factory; importing it RUNS ITS CODE).",
+    ),
+]
+BlockOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--block",
+        help="Class name of the blocks in --model (default: the modules that add onto their input).",
+    ),
+]
+SkipOpt = Annotated[
+    str | None,
+    typer.Option("--skip", help="Override: report these child modules as the skip path when they ran."),
+]
+SvgOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--svg", parser=output_path, metavar="<path>", help="Also save the table as an SVG picture."
+    ),
+]
+
+
+TrainOpt = Annotated[
+    bool,
+    typer.Option(
+        "--train",
+        help="Add the memory of one training step: activations autograd saves per row, and the predicted peak.",
+    ),
+]
+OptimizerOpt = Annotated[
+    Optimizer,
+    typer.Option(
+        "--optimizer",
+        help="With --train: its state is 0x (sgd), 1x (momentum) or 2x (adam, adamw) the parameters.",
+    ),
+]
+BudgetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--budget",
+        help="With --train: a memory size (24GiB, 8e9); adds fit_batch, the largest batch that fits.",
+    ),
+]
+
+
+def skip_names(skip: str | None) -> tuple[str, ...] | None:
+    if skip is None:
+        return None
+    names = tuple(s.strip() for s in skip.split(",") if s.strip())
+    if not names:
+        raise UsageError("--skip needs at least one submodule name")
+    return names
+
+
+def one_shape(value: str) -> tuple[int, int, int, int]:
+    """Commands that draw one trace take one shape, not a sweep."""
+    shapes = expand_inputs([value])
+    if len(shapes) != 1:
+        raise UsageError(f"--input {value!r} names {len(shapes)} shapes; this command takes one")
+    return shapes[0]
+
+
+def model_choice(
+    model: str | None,
+    model_arg: list[str] | None,
+    base_dim: int | None,
+    num_classes: int | None,
+    variant: Variant,
+    head: Head,
+    block: str | None,
+    skip: str | None,
+) -> Any:
+    """The model the flags name (typer has checked each flag's words; ranges are checked here)."""
+    from resnet_trace.choice import ModelChoice
+    from resnet_trace.usermodel import parse_model_args
+
+    return ModelChoice(
+        model=model,
+        base_dim=opt_positive("--base-dim", base_dim),
+        num_classes=opt_positive("--num-classes", num_classes),
+        variant=variant,
+        head=head,
+        args=parse_model_args(model_arg),
+        block=block,
+        skip=skip_names(skip),
+    )
+
+
+def budget_bytes(budget: str | None) -> int | None:
+    from resnet_trace.memory import parse_budget
+
+    return None if budget is None else parse_budget(budget)
+
+
+def bounded(name: str, value: int, *, low: int) -> int:
+    from resnet_trace.spec import LIMITS
+
+    top = LIMITS[name.lstrip("-").replace("-", "_")]
+    if not low <= value <= top:
+        raise UsageError(f"{name} must be in {low}..{top:,}, not {value}")
+    return value
+
+
+def opt_positive(name: str, value: int | None) -> int | None:
+    return None if value is None else positive(name, value)
+
+
+def check_filter(pattern: str | None) -> None:
+    if pattern:
+        from resnet_trace.views import filter_rows
+
+        filter_rows((), pattern)  # validate the regex before any work
+
+
+class progress:
+    """A Rich progress bar on stderr for long runs, only when both stdout and stderr are terminals."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.bar: Any = None
+
+    def __enter__(self) -> Any:
+        if self.total < 3 or not (sys.stdout.isatty() and sys.stderr.isatty()):
+            return None
+        from rich.console import Console
+        from rich.progress import Progress
+
+        self.bar = Progress(console=Console(stderr=True), transient=True)
+        self.bar.__enter__()
+        self.task = self.bar.add_task("timed forwards", total=self.total)
+        done = [0]
+
+        def advance(i: int) -> None:
+            done[0] += 1
+            self.bar.update(self.task, completed=done[0])
+
+        return advance
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)

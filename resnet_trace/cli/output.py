@@ -1,0 +1,82 @@
+"""How a command's result leaves: the one format switch, the notes and stop lines on stderr, the exit code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from resnet_trace.cli.io import _color, _say, write_output
+from resnet_trace.errors import ExitCode, UsageError
+from resnet_trace.records import Depth, Format, Report
+
+
+def render(reports: list[Report], fmt: Format, output: Path | None) -> str:
+    if fmt is Format.JSON:
+        from resnet_trace.render.data import render_json
+
+        return render_json(reports)
+    if fmt is Format.JSONL:
+        from resnet_trace.render.data import render_jsonl
+
+        return render_jsonl(reports)
+    if fmt is Format.CSV:
+        from resnet_trace.render.tabular import render_csv
+
+        return render_csv(reports)
+    if fmt is Format.MARKDOWN:
+        from resnet_trace.render.tabular import render_markdown
+
+        return render_markdown(reports)
+    from resnet_trace.render.table import render_table
+
+    color, width = _color(output)
+    return render_table(reports, color=color, width=width)
+
+
+def save_svg(reports: list[Report], svg: Path | None) -> None:
+    if svg is not None:
+        from resnet_trace.render.table import render_svg
+
+        write_output(render_svg(reports), svg, "--svg")
+
+
+def reports_of(traces: list, depth: Depth, collapse: bool, pattern: str | None) -> list[Report]:
+    from resnet_trace.goldens import report
+
+    return [report(t, depth=depth, collapse=collapse, filter=pattern) for t in traces]
+
+
+def finish(traces: list, reports: list[Report], fmt: Format, output: Path | None, svg: Path | None) -> int:
+    if reports and reports[0].filter and not any(r.rows for r in reports):
+        raise UsageError(f"--filter {reports[0].filter!r} matches no row")
+    for note in dict.fromkeys(n for t in traces for n in t.notes):
+        _say(note)
+    m = traces[0].model if traces else None
+    if m is not None and m.block_found and fmt in (Format.TABLE, Format.MARKDOWN):
+        _say(
+            f"note: blocks are {m.block or 'none found'} (the modules that add onto their input; set --block)"
+        )
+    write_output(render(reports, fmt, output), output)
+    save_svg(reports, svg)
+    return stopped([(t.input_shape, t.error) for t in traces])
+
+
+def stopped(errors: list[tuple[tuple[int, ...], Any]]) -> int:
+    """One stderr line per input the model rejected (three at most); exit 3 if any was."""
+    failed = [(shape, e) for shape, e in errors if e is not None]
+    for shape, e in failed[:3]:
+        _say(f"{'x'.join(map(str, shape))}: stopped at {e.module}: {e.message}; {e.hint}")
+    if len(failed) > 3:
+        _say(f"... and {len(failed) - 3} more inputs failed")
+    return ExitCode.MODEL_REJECTED if failed else ExitCode.OK
+
+
+def emit_differences(diffs: list, fmt: Format, output: Path | None, expected: str, got: str) -> int:
+    from resnet_trace.render.diffs import render_differences
+
+    color, width = _color(output)
+    write_output(render_differences(diffs, fmt, expected=expected, got=got, color=color, width=width), output)
+    if diffs:
+        _say(f"{len(diffs)} difference(s) between {expected} and {got}")
+        return ExitCode.DIFFERENCES
+    return ExitCode.OK
