@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 
 from resnet_trace.errors import UsageError
-from resnet_trace.records import Depth
-from resnet_trace.render.data import SCHEMA_ID
+from resnet_trace.records import LEGACY_BLOCK_WORD, SCHEMA_ID, Depth, Difference, Kind, shape_text
 
 ROW_FIELDS = (
     "kind",
@@ -28,14 +26,6 @@ ROW_FIELDS = (
 )
 TOP_FIELDS = ("input_shape", "output_shape")
 TOTAL_FIELDS = ("params", "params_unused", "macs", "unused_modules")
-
-
-@dataclass(frozen=True, slots=True)
-class Difference:
-    row: str
-    field: str
-    expected: object
-    got: object
 
 
 #: A golden file larger than this is refused unread (a trace of the seed at --depth layer is ~100 KB).
@@ -206,6 +196,12 @@ def _label(key: tuple[str, int]) -> str:
     return name if n == 1 else f"{name} (call {n})"
 
 
+def _field(row: dict, f: str) -> object:
+    """A row's field as the document now writes it: an older golden's ``bottleneck`` is ``block``."""
+    value = row.get(f)
+    return Kind.BLOCK.value if f == "kind" and value == LEGACY_BLOCK_WORD else value
+
+
 def compare_documents(expected: dict, got: dict) -> list[Difference]:
     """Every recorded shape, skip path, parameter and MAC count, row by row, then the totals."""
     diffs: list[Difference] = []
@@ -219,8 +215,9 @@ def compare_documents(expected: dict, got: dict) -> list[Difference]:
             diffs.append(Difference(_label(key), "row", "present", "missing"))
             continue
         for f in ROW_FIELDS:
-            if row.get(f) != other.get(f):
-                diffs.append(Difference(_label(key), f, row.get(f), other.get(f)))
+            a, b = _field(row, f), _field(other, f)
+            if a != b:
+                diffs.append(Difference(_label(key), f, a, b))
     for key in got_rows:
         if key not in exp_rows:
             diffs.append(Difference(_label(key), "row", "missing", "present"))
@@ -240,16 +237,6 @@ def compare_all(expected: list[dict], got: list[dict]) -> list[Difference]:
         return [Difference("(file)", "inputs", len(expected), len(got))]
     diffs: list[Difference] = []
     for e, g in zip(expected, got):
-        prefix = "" if len(expected) == 1 else "x".join(map(str, e.get("input_shape") or [])) + " "
+        prefix = "" if len(expected) == 1 else shape_text(e.get("input_shape")) + " "
         diffs.extend(Difference(prefix + d.row, d.field, d.expected, d.got) for d in compare_documents(e, g))
     return diffs
-
-
-def fmt_value(value: object) -> str:
-    if isinstance(value, list) and all(isinstance(v, int) for v in value):
-        return "x".join(map(str, value)) if value else "[]"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
-    if value is None:
-        return "-"
-    return str(value) if not isinstance(value, (list, dict)) else json.dumps(value)

@@ -48,7 +48,7 @@ def test_csv_has_one_line_per_row_and_shapes_as_nxcxhxw(cli):
     by = {r["name"]: r for r in rows}
     assert by["layer_2.1"]["out_shape"] == "1x256x56x56"
     assert by["layer_2.2"]["skip"] == "downsample"
-    assert {r["kind"] for r in rows if r["name"] in BLOCK_NAMES} == {"bottleneck"}
+    assert {r["kind"] for r in rows if r["name"] in BLOCK_NAMES} == {"block"}
     assert by["avgpool"]["skip"] == "" and by["layer_1"]["skip"] == ""
 
 
@@ -70,9 +70,9 @@ def test_csv_of_layer_depth_and_collapse_has_no_python_reprs(cli):
     ]
     runs = [len(list(g)) for _, g in itertools.groupby(sig)]
     assert runs == [1, 1, 1, 1, 2, 1, 1, 4, 1, 1, 2]  # layer_3.1-3.2, layer_4.1-4.4, layer_5.1-5.2
-    blocks = [r for r in folded if r["kind"] == "bottleneck"]
+    blocks = [r for r in folded if r["kind"] == "block"]
     assert [int(r["count"]) for r in blocks] == runs
-    assert [r["name"] for r in folded if r["kind"] != "bottleneck"] == ["layer_1", "avgpool", "fc_layer"]
+    assert [r["name"] for r in folded if r["kind"] != "block"] == ["layer_1", "avgpool", "fc_layer"]
 
 
 def test_markdown_is_a_pipe_table_with_one_row_per_traced_row(cli):

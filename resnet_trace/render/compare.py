@@ -2,91 +2,29 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-from dataclasses import asdict
-
 from rich import box
 from rich.console import Group, RenderableType
 from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from resnet_trace.memory import human
-from resnet_trace.records import Format, Kind, Report, shape_text
+from resnet_trace.records import (
+    TRAIN_FIELDS,
+    Format,
+    Kind,
+    Report,
+    comparison_dict,
+    dumps,
+    has_train,
+    shape_text,
+)
 from resnet_trace.render.bars import log_bars
-from resnet_trace.render.tabular import md_row
-
-TRAIN_FIELDS = ("saved_bytes", "out_bytes", "grad_norm", "param_grad_norm")
-
-
-def _side(row) -> dict | None:
-    if row is None:
-        return None
-    side = {"skip": row.skip, "params": row.params, "params_unused": row.params_unused, "macs": row.macs}
-    for name in TRAIN_FIELDS:  # --train / --backward only, so that other documents keep their keys
-        if getattr(row, name, None) is not None:
-            side[name] = getattr(row, name)
-    return side
-
-
-def _train(report: Report) -> dict | None:
-    info = report.trace.train
-    if info is None:
-        return None
-    return asdict(info)
-
-
-def _has_train(seed: Report, fixed: Report) -> bool:
-    return seed.trace.train is not None or fixed.trace.train is not None
+from resnet_trace.render.tabular import csv_text, md_row, md_rule
+from resnet_trace.units import human
 
 
 def _has_grads(seed: Report, fixed: Report) -> bool:
     return any(r.grad_norm is not None for r in (*seed.rows, *fixed.rows))
-
-
-def comparison_doc(seed: Report, fixed: Report) -> dict:
-    """Rows matched by name; ``delta`` is fixed minus seed."""
-    s_rows = {r.name: r for r in seed.rows}
-    f_rows = {r.name: r for r in fixed.rows}
-    names = [r.name for r in seed.rows] + [n for n in f_rows if n not in s_rows]
-    rows = []
-    for name in names:
-        a, b = s_rows.get(name), f_rows.get(name)
-        either = a if a is not None else b
-        assert either is not None  # every name comes from one side or the other
-        row = {"name": name, "kind": either.kind.value, "seed": _side(a), "fixed": _side(b)}
-        row["delta"] = (
-            {"params": b.params - a.params, "macs": b.macs - a.macs}
-            if a is not None and b is not None
-            else None
-        )
-        rows.append(row)
-    st, ft = seed.trace.totals, fixed.trace.totals
-    m = seed.trace.model
-
-    def tot(t) -> dict:
-        return {"params": t.params, "params_unused": t.params_unused, "macs": t.macs}
-
-    doc = {
-        "schema": "resnet-trace/compare/1",
-        "model": {"base_dim": m.base_dim, "num_classes": m.num_classes, "head": str(m.head)},
-        "input_shape": list(seed.trace.input_shape),
-        "rows": rows,
-        "totals": {
-            "seed": tot(st),
-            "fixed": tot(ft),
-            "delta": {"params": ft.params - st.params, "macs": ft.macs - st.macs},
-        },
-        "errors": {
-            "seed": None if seed.trace.error is None else seed.trace.error.module,
-            "fixed": None if fixed.trace.error is None else fixed.trace.error.module,
-        },
-    }
-    if _has_train(seed, fixed):
-        doc["train"] = {"seed": _train(seed), "fixed": _train(fixed)}
-    return doc
 
 
 def _cells(r: dict) -> list[str]:
@@ -110,7 +48,7 @@ def _signed(n: int) -> str:
 
 
 def compare_renderables(seed: Report, fixed: Report) -> list[RenderableType]:
-    doc = comparison_doc(seed, fixed)
+    doc = comparison_dict(seed, fixed)
     m = doc["model"]
     table = Table(
         title=f"compare · ResNet(base_dim={m['base_dim']}, num_classes={m['num_classes']}) · "
@@ -131,7 +69,7 @@ def compare_renderables(seed: Report, fixed: Report) -> list[RenderableType]:
         ("Δ MACs", True),
     ):
         table.add_column(col, justify="right" if right else "left")
-    train, grads = _has_train(seed, fixed), _has_grads(seed, fixed)
+    train, grads = has_train(seed, fixed), _has_grads(seed, fixed)
     for col in (("saved: seed", "saved: fixed") if train else ()) + (
         ("‖dL/dout‖: seed", "‖dL/dout‖: fixed", "seed (log10)", "fixed (log10)") if grads else ()
     ):
@@ -252,35 +190,28 @@ def _train_notes(doc: dict) -> list[RenderableType]:
 
 
 def render_compare(seed: Report, fixed: Report, fmt: Format, *, color: bool = False, width: int = 160) -> str:
-    doc = comparison_doc(seed, fixed)
+    doc = comparison_dict(seed, fixed)
     if fmt in (Format.JSON, Format.JSONL):  # jsonl, as everywhere: the document compact on one line
-        return (
-            json.dumps(doc, indent=2) + "\n"
-            if fmt == Format.JSON
-            else json.dumps(doc, separators=(",", ":")) + "\n"
-        )
+        return dumps(doc, indent=2 if fmt == Format.JSON else None)
     if fmt == Format.CSV:
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(
-            [
-                "name",
-                "kind",
-                "seed_skip",
-                "fixed_skip",
-                "seed_params",
-                "fixed_params",
-                "delta_params",
-                "seed_macs",
-                "fixed_macs",
-                "delta_macs",
-                *(f"{side}_{f}" for f in TRAIN_FIELDS for side in ("seed", "fixed") if "train" in doc),
-            ]
-        )
+        header = [
+            "name",
+            "kind",
+            "seed_skip",
+            "fixed_skip",
+            "seed_params",
+            "fixed_params",
+            "delta_params",
+            "seed_macs",
+            "fixed_macs",
+            "delta_macs",
+            *(f"{side}_{f}" for f in TRAIN_FIELDS for side in ("seed", "fixed") if "train" in doc),
+        ]
+        cells: list[list] = []
         for r in doc["rows"]:
             a, b, d = r["seed"] or {}, r["fixed"] or {}, r["delta"] or {}
             train = [x.get(f, "") for f in TRAIN_FIELDS for x in (a, b)] if "train" in doc else []
-            w.writerow(
+            cells.append(
                 [
                     r["name"],
                     r["kind"],
@@ -295,15 +226,13 @@ def render_compare(seed: Report, fixed: Report, fmt: Format, *, color: bool = Fa
                     *train,
                 ]
             )
-        return buf.getvalue()
+        return csv_text(header, cells)
     if fmt == Format.MARKDOWN:
-        has_train = "train" in doc
-        extra_head = " saved: seed | saved: fixed | ‖dL/dout‖: seed | ‖dL/dout‖: fixed |" if has_train else ""
-        lines = [
-            "| block | skip: seed | skip: fixed | params: seed | params: fixed | Δ params | MACs: seed "
-            "| MACs: fixed | Δ MACs |" + extra_head,
-            "|---|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|" * 4 if has_train else ""),
-        ]
+        with_train = "train" in doc
+        header = ["block", "skip: seed", "skip: fixed", "params: seed", "params: fixed", "Δ params"]
+        header += ["MACs: seed", "MACs: fixed", "Δ MACs"]
+        header += ["saved: seed", "saved: fixed", "‖dL/dout‖: seed", "‖dL/dout‖: fixed"] if with_train else []
+        lines = [md_row(header), md_rule([False] * 3 + [True] * (len(header) - 3))]
         for r in doc["rows"]:
             a, b, d = r["seed"] or {}, r["fixed"] or {}, r["delta"] or {}
             extra = (
@@ -313,21 +242,28 @@ def render_compare(seed: Report, fixed: Report, fmt: Format, *, color: bool = Fa
                     _sci(a.get("grad_norm")),
                     _sci(b.get("grad_norm")),
                 ]
-                if has_train
+                if with_train
                 else []
             )
             lines.append(md_row([*_cells(r), *extra]))
         t = doc["totals"]
-        lines.append(
-            f"| **total** | | | {t['seed']['params']:,} | {t['fixed']['params']:,} "
-            f"| {_signed(t['delta']['params'])} | {t['seed']['macs']:,} | {t['fixed']['macs']:,} "
-            f"| {_signed(t['delta']['macs'])} |" + (" | | | |" if has_train else "")
-        )
+        tot: list[str | None] = [
+            "**total**",
+            None,
+            None,
+            f"{t['seed']['params']:,}",
+            f"{t['fixed']['params']:,}",
+            _signed(t["delta"]["params"]),
+            f"{t['seed']['macs']:,}",
+            f"{t['fixed']['macs']:,}",
+            _signed(t["delta"]["macs"]),
+        ]
+        lines.append(md_row(tot + [None] * 4 if with_train else tot))
         return "\n".join(lines) + "\n"
     from resnet_trace.render.table import console_text, make_console
 
     items = compare_renderables(seed, fixed)
-    if _has_train(seed, fixed) or _has_grads(seed, fixed):  # wider tables: never cut a number short
+    if has_train(seed, fixed) or _has_grads(seed, fixed):  # wider tables: never cut a number short
         probe = make_console(color=False, width=10_000)
         tables = [c for item in items for c in getattr(item, "renderables", [item]) if isinstance(c, Table)]
         width = max([width, *(Measurement.get(probe, probe.options, c).maximum for c in tables)])

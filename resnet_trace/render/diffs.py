@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections.abc import Sequence
 
 from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from resnet_trace.diffing import Difference, fmt_value
-from resnet_trace.records import Format
-from resnet_trace.render.tabular import md_row
+from resnet_trace.records import Difference, Format, differences_dict, dumps, json_cell, shape_text
+from resnet_trace.render.tabular import csv_text, md_row, md_rule
 
 
 def csv_value(value: object) -> str:
@@ -23,22 +19,21 @@ def csv_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
-        return "x".join(map(str, value))
+        return shape_text(value)
     if isinstance(value, (list, dict)):
-        return json.dumps(value)
+        return json_cell(value)
     return str(value)
 
 
-def differences_doc(diffs: Sequence[Difference], expected: str, got: str) -> dict:
-    return {
-        "schema": "resnet-trace/diff/1",
-        "expected": expected,
-        "got": got,
-        "equal": not diffs,
-        "differences": [
-            {"row": d.row, "field": d.field, "expected": d.expected, "got": d.got} for d in diffs
-        ],
-    }
+def fmt_value(value: object) -> str:
+    """A value for people (table, Markdown): shapes as ``1x256x56x56``, counts with commas, ``-`` for none."""
+    if isinstance(value, list) and all(isinstance(v, int) for v in value):
+        return shape_text(value) or "[]"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    if value is None:
+        return "-"
+    return str(value) if not isinstance(value, (list, dict)) else json_cell(value)
 
 
 def render_differences(
@@ -50,17 +45,13 @@ def render_differences(
     color: bool = False,
     width: int = 160,
 ) -> str:
-    if fmt == Format.JSON:
-        return json.dumps(differences_doc(diffs, expected, got), indent=2) + "\n"
-    if fmt == Format.JSONL:  # as everywhere: each document compact on one line
-        return json.dumps(differences_doc(diffs, expected, got), separators=(",", ":")) + "\n"
+    if fmt in (Format.JSON, Format.JSONL):  # jsonl, as everywhere: the document compact on one line
+        return dumps(differences_dict(diffs, expected, got), indent=2 if fmt == Format.JSON else None)
     if fmt == Format.CSV:
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["row", "field", "expected", "got"])
-        for d in diffs:
-            w.writerow([d.row, d.field, csv_value(d.expected), csv_value(d.got)])
-        return buf.getvalue()
+        return csv_text(
+            ["row", "field", "expected", "got"],
+            ([d.row, d.field, csv_value(d.expected), csv_value(d.got)] for d in diffs),
+        )
     if fmt == Format.MARKDOWN:
         lines = [
             f"Comparing `{expected}` (expected) with `{got}` (got): "
@@ -68,7 +59,7 @@ def render_differences(
             "",
         ]
         if diffs:
-            lines += ["| row | field | expected | got |", "|---|---|---|---|"]
+            lines += [md_row(["row", "field", "expected", "got"]), md_rule([False] * 4)]
             lines += [md_row([d.row, d.field, fmt_value(d.expected), fmt_value(d.got)]) for d in diffs]
         return "\n".join(lines) + "\n"
     from resnet_trace.render.table import console_text, make_console

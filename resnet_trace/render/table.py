@@ -12,10 +12,10 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from resnet_trace.memory import human
 from resnet_trace.records import CUSTOM, Depth, Head, Kind, Report, Row, Trace, TrainInfo, Variant, shape_text
 from resnet_trace.render.bars import decades_below, log_bars
 from resnet_trace.render.data import model_title
+from resnet_trace.units import human
 
 SPARK = "▁▂▃▄▅▆▇█"
 

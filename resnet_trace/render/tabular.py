@@ -1,15 +1,16 @@
-"""CSV and Markdown: flat text for scripts and for GitHub."""
+"""CSV and Markdown: flat text for scripts and for GitHub, and the one writer of each
+(``csv_text``, ``md_row``) that every command's CSV and Markdown goes through."""
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
-from resnet_trace.records import Depth, Report, Row, shape_text
-from resnet_trace.render.data import model_title, row_dict
+from resnet_trace.records import Depth, Report, Row, row_dict, shape_text
+from resnet_trace.render.data import model_title
 
-# The row fields in the order of the JSON document (render.data.row_dict, the one description of a
+# The row fields in the order of the JSON document (records.row_dict, the one description of a
 # row); ``conv`` and ``activation`` are flattened. tests/test_document.py checks this list against
 # the dicts of many generated traces, so a field added there cannot be missing here.
 ROW_COLUMNS = (
@@ -60,7 +61,7 @@ def _cell(value: object) -> str:
         return repr(value)
     if isinstance(value, list):
         if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            return "x".join(str(v) for v in value)  # a shape: 1x256x56x56
+            return shape_text(value)  # a shape: 1x256x56x56
         return "+".join(str(v) for v in value)  # skips, as in ``skip``
     return str(value)
 
@@ -78,29 +79,43 @@ def csv_cells(row: Row) -> dict[str, str]:
     return out
 
 
+def csv_text(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """The one CSV writer: a header, then the rows, ``\\n`` line ends, quoted as the csv module does."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
 def render_csv(reports: Sequence[Report]) -> str:
     """A header, then one line per row of every input; ``\\n`` line ends.
 
     ``error`` names the module where that input's trace stopped (empty when it ran through),
     so a sweep's failing sizes are visible on every one of their rows.
     """
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
+    lines = []
     for report in reports:
+        error = report.trace.error.module if report.trace.error else ""
         for row in report.rows:
-            error = report.trace.error.module if report.trace.error else ""
             cells = {"input": shape_text(report.trace.input_shape), "error": error, **csv_cells(row)}
-            writer.writerow({k: cells.get(k, "") for k in CSV_COLUMNS})
-    return buf.getvalue()
+            lines.append([cells.get(k, "") for k in CSV_COLUMNS])
+    return csv_text(CSV_COLUMNS, lines)
 
 
-def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|")
+def md_escape(text: str) -> str:
+    """A cell's text that cannot break its row: ``|`` escaped, each line break as ``<br>``."""
+    return text.replace("|", "\\|").replace("\r\n", "<br>").replace("\r", "<br>").replace("\n", "<br>")
 
 
-def md_row(cells: Sequence[str]) -> str:
-    return "| " + " | ".join(_md_escape(c) for c in cells) + " |"
+def md_row(cells: Sequence[str | None]) -> str:
+    """The one Markdown row writer: ``| a | b |``; ``None`` is a blank cell written ``| |``."""
+    return "|" + "|".join(" " if c is None else f" {md_escape(c)} " for c in cells) + "|"
+
+
+def md_rule(right: Sequence[bool]) -> str:
+    """The line under a header: ``---`` for a left-aligned column, ``---:`` for a right-aligned one."""
+    return "|" + "|".join("---:" if r else "---" for r in right) + "|"
 
 
 def render_markdown(reports: Sequence[Report]) -> str:
@@ -120,12 +135,7 @@ def render_markdown(reports: Sequence[Report]) -> str:
             header += ["time ms", "mean", "std", "zero %"]
         out.append(md_row(header))
         out.append(
-            "|"
-            + "|".join(
-                "---:" if h in ("#", "params", "MACs", "time ms", "mean", "std", "zero %") else "---"
-                for h in header
-            )
-            + "|"
+            md_rule([h in ("#", "params", "MACs", "time ms", "mean", "std", "zero %") for h in header])
         )
         for i, row in enumerate(report.rows, 1):
             name = row.name + (f" ×{row.count}" if row.count > 1 else "")

@@ -6,7 +6,7 @@ from rich.console import Group
 from rich.text import Text
 from rich.tree import Tree
 
-from resnet_trace.records import TreeNode
+from resnet_trace.records import TreeNode, shape_text
 
 
 def _label(node: TreeNode) -> Text:
@@ -51,7 +51,7 @@ def render_tree(
     _add(tree, root)
     dead = never_ran(root)
     footer = Text(f"total {root.params:,} params")
-    shape = "x".join(map(str, input_shape))
+    shape = shape_text(input_shape)
     if stopped is not None:
         footer.append(f"; the trace of {shape} stopped at {stopped}: modules from there on did not run")
     elif dead:
@@ -62,15 +62,3 @@ def render_tree(
     console = make_console(color=color, width=width)
     console.print(Group(tree, footer))
     return console_text(console)
-
-
-def tree_doc(node: TreeNode) -> dict:
-    return {
-        "name": node.name,
-        "type": node.type,
-        "params": node.params,
-        "own_params": node.own_params,
-        "ran": node.ran,
-        "alias_of": node.alias_of,
-        "children": [tree_doc(c) for c in node.children],
-    }
