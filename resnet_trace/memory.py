@@ -10,6 +10,7 @@ from pathlib import Path
 
 from resnet_trace.errors import UsageError
 from resnet_trace.records import Shape, Trace
+from resnet_trace.units import human
 
 # Live at once in a no_grad forward of the seed's block: its input, the skip output,
 # a conv output and its ReLU output, then the sum, plus the statistics' temporaries. Four such
@@ -96,14 +97,6 @@ def limit_override() -> int | None:
     if value is None:
         raise UsageError(f"{LIMIT_VAR}={raw!r} is not a number of bytes (e.g. 8000000000, 8e9 or 8GiB)")
     return value
-
-
-def human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if abs(n) < 1024 or unit == "PiB":
-            return f"{n:,.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} PiB"  # pragma: no cover
 
 
 def guard(need: int, what: str, *, available: int | None = None, where: str = "memory") -> int:
