@@ -81,3 +81,61 @@ def test_training_and_user_model_documents_validate(tmp_path):
     doc = rt.trace(model=Two(), input_shape=(1, 1, 8, 8)).to_dict()
     VALIDATOR.validate(doc)
     assert [o["path"] for o in doc["outputs"]] == ["features", "pooled.0", "pooled.1"]
+
+
+def test_a_block_is_kind_block_and_the_older_word_still_reads_as_one():
+    from resnet_trace.records import LEGACY_BLOCK_WORD, Kind
+
+    assert Kind.BLOCK.value == "block" and str(Kind.BLOCK) == "block"
+    assert Kind(LEGACY_BLOCK_WORD) is Kind.BLOCK is Kind("block")
+    row = {**rt.trace(base_dim=2).to_dict()["rows"][1], "kind": LEGACY_BLOCK_WORD}
+    VALIDATOR.validate({**rt.trace(base_dim=2).to_dict(), "rows": [row]})
+
+
+def test_every_json_output_goes_through_the_one_writer_and_refuses_nan():
+    from resnet_trace.records import Difference, Differences, Format, dumps, json_cell
+    from resnet_trace.render.diffs import render_differences
+
+    nan, inf = float("nan"), float("inf")
+    assert (
+        dumps({"a": nan, "b": [inf, 1.5, (2, -inf)]}, indent=None) == '{"a":null,"b":[null,1.5,[2,null]]}\n'
+    )
+    assert json_cell({"k": [1, nan]}) == '{"k": [1, null]}'
+    diffs = (Difference("layer_2.0", "grad", nan, inf),)
+    record = Differences(expected="a", got="b", differences=diffs)
+    assert record.to_dict()["differences"][0] == {
+        "row": "layer_2.0",
+        "field": "grad",
+        "expected": None,
+        "got": None,
+    }
+    for fmt in (Format.JSON, Format.JSONL):
+        text = render_differences(diffs, fmt, expected="a", got="b")
+        assert "NaN" not in text and "Infinity" not in text
+        assert json.loads(text) == record.to_dict()
+    assert record.to_json() == render_differences(diffs, Format.JSON, expected="a", got="b")
+
+
+def test_the_one_markdown_row_writer_escapes_pipes_and_line_breaks():
+    from resnet_trace.render.tabular import csv_text, md_row, md_rule
+
+    assert md_row(["a|b", "x\ny", "", None, "r\r\nn"]) == "| a\\|b | x<br>y |  | | r<br>n |"
+    assert md_rule([False, True]) == "|---|---:|"
+    assert csv_text(["a", "b"], [[1, "x,y"], ["", None]]) == 'a,b\n1,"x,y"\n,\n'
+
+
+def test_records_and_units_import_nothing_above_them():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import resnet_trace.units\n"
+        "assert [m for m in sys.modules if m.startswith('resnet_trace.')] == ['resnet_trace.units'], sys.modules\n"
+        "import resnet_trace.records\n"
+        "above = [m for m in sys.modules if m.startswith('resnet_trace.')\n"
+        "         and not m.startswith(('resnet_trace.records', 'resnet_trace.units'))]\n"
+        "assert above == [], above\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
