@@ -53,6 +53,14 @@ class ModelChoice:
                     "--model-arg passes arguments to --model; the built-in model takes --base-dim, --num-classes"
                 )
             return
+        if not isinstance(self.model, str) and (
+            self.variant is not Variant.SEED or self.head is not Head.AVGPOOL7
+        ):
+            name = "variant" if self.variant is not Variant.SEED else "head"
+            raise InvalidValue(
+                name,
+                f"{name}={str(getattr(self, name))!r} changes the built-in model; a model passed in is traced as it is",
+            )
         if self.variant is not Variant.SEED or self.head is not Head.AVGPOOL7:
             raise UsageError(
                 "--variant and --head change the built-in model; with --model, edit your own file"

@@ -149,7 +149,13 @@ def _real(
     # The shape-only twin: what the guard and the predictions read, never initialised.
     meta_target = build(choice) if not instance else _own(build(choice), None, options.dtype)
     own = next(iter(meta_target.model.parameters()), None) if instance else None
-    device = Device(options.device) if options.device else Device(own.device.type) if own else Device.CPU
+    device = (
+        Device(options.device)
+        if options.device
+        else Device(own.device.type)
+        if own is not None
+        else Device.CPU
+    )
     dev = resolve_device(device)
     dtype = dtype_of(options.dtype) if options.dtype is not None else _float_dtype(meta_target.model)
     room = _device_memory(dev) if dev is not Device.META else None

@@ -39,9 +39,9 @@ def test_json_contract(cli, base, classes, n):
     assert doc["output_shape"] == [n, classes] and doc["error"] is None
     names = [r["name"] for r in doc["rows"]]
     assert names[0] == "layer_1" and names[-2:] == ["avgpool", "fc_layer"] and len(names) == 19
-    assert [r["kind"] for r in doc["rows"]][:2] == ["stem", "bottleneck"]
+    assert [r["kind"] for r in doc["rows"]][:2] == ["stem", "block"]
     expected = arith.blocks(base, n, 224, 224)
-    blocks = [r for r in doc["rows"] if r["kind"] == "bottleneck"]
+    blocks = [r for r in doc["rows"] if r["kind"] == "block"]
     for row, b in zip(blocks, expected, strict=True):
         assert row["name"] == b.name and row["stage"] == b.stage and row["down"] == b.down
         assert row["in_shape"] == list(b.in_shape) and row["out_shape"] == list(b.out_shape)

@@ -346,7 +346,7 @@ def test_collapse_at_layer_depth_renames_children_under_the_folded_row(cli):
 
 def test_run_never_folds_blocks_whose_measurements_differ(cli):
     doc = cli.json("run", "--base-dim", "4", "--collapse")
-    assert sum(1 for r in doc["rows"] if r["kind"] == "bottleneck") == 16
+    assert sum(1 for r in doc["rows"] if r["kind"] == "block") == 16
     assert all(r.get("count", 1) == 1 for r in doc["rows"])
 
 

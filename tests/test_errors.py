@@ -221,7 +221,7 @@ def test_the_size_boundary_in_each_dimension(cli, h, w):
     assert result.exit_code == (REJECTED if stop else 0), result.stderr
     doc = json.loads(result.stdout)
     fh, fw = final_side(h), final_side(w)
-    blocks = [r for r in doc["rows"] if r["kind"] == "bottleneck"]
+    blocks = [r for r in doc["rows"] if r["kind"] == "block"]
     assert len(blocks) == 16
     assert blocks[-1]["out_shape"] == [1, base * 32, fh, fw]
     if stop is None:
@@ -267,7 +267,7 @@ def test_run_shows_the_partial_trace_in_json(cli):
     doc = json.loads(result.stdout)
     fs = final_side(side)
     assert doc["error"]["module"] == "fc_layer" and doc["output_shape"] is None
-    blocks = [r for r in doc["rows"] if r["kind"] == "bottleneck"]
+    blocks = [r for r in doc["rows"] if r["kind"] == "block"]
     assert len(blocks) == 16 and blocks[-1]["out_shape"] == [1, base * 32, fs, fs]
     assert doc["logits"] is None
     assert len(result.stderr.splitlines()) == 1

@@ -142,7 +142,7 @@ def traced(case_id: str, real: bool):
 
 
 def blocks_of(rows) -> list:
-    return [r for r in rows if r.kind == "bottleneck"]
+    return [r for r in rows if r.kind == "block"]
 
 
 def as_block_tuples(rows) -> list[tuple]:
@@ -327,7 +327,7 @@ def json_blocks(doc: dict) -> list[tuple]:
     return [
         (r["name"], tuple(r["in_shape"]), tuple(r["out_shape"]), r["params"], r["macs"], r["skips"])
         for r in doc["rows"]
-        if r["kind"] == "bottleneck"
+        if r["kind"] == "block"
     ]
 
 
@@ -471,7 +471,7 @@ def test_seed_unchanged(cli) -> None:
     doc = cli.json("summary")
     t = doc["totals"]
     assert (t["params"], t["params_unused"], t["macs"]) == (39_423_874, 1_378_048, 5_368_434_688)
-    blocks = [r for r in doc["rows"] if r["kind"] == "bottleneck"]
+    blocks = [r for r in doc["rows"] if r["kind"] == "block"]
     down = {"layer_2.2", "layer_3.3", "layer_4.5"}
     assert len(blocks) == 16
     assert [r["skips"] for r in blocks] == [

@@ -82,7 +82,9 @@ def test_the_built_in_model_takes_the_same_options(tmp_path):
 
 def test_a_model_passed_in_passes_the_memory_guard(monkeypatch):
     monkeypatch.setenv("RESNET_TRACE_MEMORY_LIMIT", "1MiB")
-    with pytest.raises(ValueError, match="memory|MiB"):
+    from resnet_trace.errors import UsageError
+
+    with pytest.raises(UsageError, match="run 64x3x224x224 needs about"):
         rt.trace(model=Small(), real=True, input_shape=(64, 3, 224, 224))
 
 

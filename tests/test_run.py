@@ -102,7 +102,7 @@ def test_top_k_defaults_to_five_or_the_class_count(cli):
 
 def test_block_times_positive_and_within_the_forward(cli):
     doc = cli.json("run", "--base-dim", "8")
-    blocks = [r for r in doc["rows"] if r["kind"] == "bottleneck"]
+    blocks = [r for r in doc["rows"] if r["kind"] == "block"]
     assert len(blocks) == 16 and all(r["time_ms"] > 0 for r in blocks)
     # One pass: block-depth rows (stem, blocks, avgpool, fc_layer) are disjoint intervals
     # inside the forward, and exclude the hooks' own time, so they add up to less than it.

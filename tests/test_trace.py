@@ -8,13 +8,13 @@ import torch
 from torch import nn
 
 from resnet_trace.api import build_target, trace, trace_run, trace_shapes
-from resnet_trace.records import Depth
+from resnet_trace.records import Depth, Kind
 from resnet_trace.spec import ModelSpec
 from resnet_trace.views import select_depth
 
 
 def blocks_of(t):
-    return [r for r in t.rows if r.kind == "bottleneck"]
+    return [r for r in t.rows if r.kind == Kind.BLOCK]
 
 
 def test_reference_totals_at_the_seeds_defaults():

@@ -14,7 +14,7 @@ from training_truth import grad_truth, saved_truth
 from resnet_trace import api
 from resnet_trace.errors import UsageError
 from resnet_trace.model import BottleNeck, ResNet
-from resnet_trace.records import Report
+from resnet_trace.records import Kind, Report
 from resnet_trace.render.bars import decades_below, log_bars
 from resnet_trace.render.table import render_svg, render_table
 from resnet_trace.spec import ModelSpec
@@ -44,7 +44,7 @@ def _check_rows(rows, truth, *, only_blocks: bool = False) -> int:
     """Every row the truth can name (a module that is not shared) has the truth's bytes; returns how many."""
     compared = 0
     for r in rows:
-        if only_blocks and r.kind != "bottleneck":
+        if only_blocks and r.kind != Kind.BLOCK:
             continue
         key = (r.name, r.call)
         if key not in truth.per_call:
@@ -69,7 +69,7 @@ def _check_rows(rows, truth, *, only_blocks: bool = False) -> int:
 def test_saved_bytes_equal_saved_tensors_hooks(variant, base, shape, head):
     t = api.trace_shapes(api.build_target(ModelSpec(base, 2, variant, head)), shape, train=True)
     truth = saved_truth(_real_seed(base, variant, head), torch.randn(shape))
-    blocks = [r for r in t.rows if r.kind == "bottleneck"]
+    blocks = [r for r in t.rows if r.kind == Kind.BLOCK]
     assert len(blocks) == 16
     assert all(r.saved_bytes and r.saved_bytes > 0 for r in blocks)
     assert _check_rows(t.rows, truth) >= 16 + 4 + 2  # blocks, stages, stem and head at least
@@ -323,10 +323,11 @@ def test_with_grads_and_measurement_fill_the_records():
     shape = (2, 3, 224, 224)
     target = api.build_target(ModelSpec(16, 2, "seed", "avgpool7"), device="cpu", init_seed=0)
     t = api.trace_shapes(target, shape, train=True)
-    blocks = [(r.name, target.model.get_submodule(r.name)) for r in t.rows if r.kind == "bottleneck"]
+    blocks = grad_blocks(t.rows, target.model)
+    assert [name for name, _ in blocks] == [r.name for r in t.rows if r.kind == Kind.BLOCK]
     step = backward_step(target.model, torch.randn(shape), target=0, blocks=blocks)
     rows = with_grads(t.rows, step)
-    got = {r.name: r.grad_norm for r in rows if r.kind == "bottleneck"}
+    got = {r.name: r.grad_norm for r in rows if r.kind == Kind.BLOCK}
     assert got == {k[0]: v for k, v in step.grad_norms.items()}
     info = with_measurement(
         train_info(

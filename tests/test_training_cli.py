@@ -23,7 +23,7 @@ def test_summary_train_saved_bytes_equal_the_truth(cli, variant):
     doc = cli.json("summary", "--base-dim", "16", "-i", "2x3x224x224", "--train", "--variant", variant)
     truth = saved_truth(_seed(16, variant=variant).train(), torch.randn(2, 3, 224, 224))
     assert doc["totals"]["activations_bytes"] == truth.total
-    blocks = [r for r in doc["rows"] if r["kind"] == "bottleneck"]
+    blocks = [r for r in doc["rows"] if r["kind"] == "block"]
     assert len(blocks) == 16
     for r in blocks:
         assert r["saved_bytes"] == truth.per_call[(r["name"], 1)], r["name"]
@@ -68,7 +68,7 @@ def test_run_backward_gradient_norms_match_a_direct_computation(cli):
     model = _seed(8)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn((2, 3, 224, 224), generator=gen)
-    blocks = [r for r in doc["rows"] if r["kind"] == "bottleneck"]
+    blocks = [r for r in doc["rows"] if r["kind"] == "block"]
     norms, param_norms, loss = grad_truth(model, x, target=1, names=[r["name"] for r in blocks])
     assert doc["train"]["loss"] == pytest.approx(loss, rel=1e-4)
     assert doc["train"]["target"] == 1

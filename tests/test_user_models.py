@@ -127,7 +127,7 @@ def test_custom_block_and_skip_names(cli, tmp_path):
         params=arith.conv_params(4, 8, 3) + arith.conv_params(4, 8, 1),
         macs=half * half * 8 * (4 * 9 + 4),
     )
-    blocks = {r["name"]: r for r in doc["rows"] if r["kind"] == "bottleneck"}
+    blocks = {r["name"]: r for r in doc["rows"] if r["kind"] == "block"}
     assert sorted(blocks) == ["blocks.0", "blocks.1"]
     for name, exp in (("blocks.0", b0), ("blocks.1", b1)):
         assert {k: blocks[name][k] for k in exp} == exp, name
@@ -142,7 +142,7 @@ def test_custom_block_and_skip_names(cli, tmp_path):
     found = cli.json("summary", "--model", ref, "--base-dim", "4", "-i", "1x3x16x16")
     assert found["rows"] == doc["rows"]
     assert (found["model"]["block"], found["model"]["block_found"]) == ("Res", True)
-    assert [r["skips"] for r in found["rows"] if r["kind"] == "bottleneck"] == [["identity"], ["shortcut"]]
+    assert [r["skips"] for r in found["rows"] if r["kind"] == "block"] == [["identity"], ["shortcut"]]
     # A --block class the model does not have is a usage error naming it.
     missing = cli("summary", "--model", ref, "--block", "BottleNeck", "-i", "1x3x16x16", code=2)
     assert "BottleNeck" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
@@ -160,7 +160,7 @@ def test_model_imports_like_python_does(cli, tmp_path, monkeypatch, seed_module)
     assert doc["output_shape"] == [1, 2]
     monkeypatch.chdir(tmp_path)
     doc = cli.json("summary", "--model", "blocks:Net", "--input", "1x3x8x8")
-    assert [r["name"] for r in doc["rows"] if r["kind"] == "bottleneck"] == ["body.0", "body.1"]
+    assert [r["name"] for r in doc["rows"] if r["kind"] == "block"] == ["body.0", "body.1"]
 
 
 GROWS = """

@@ -30,7 +30,7 @@ def dims(shape: str) -> tuple[int, int, int, int]:
 
 
 def blocks_of(doc: dict) -> list[dict]:
-    return [r for r in doc["rows"] if r["kind"] == "bottleneck"]
+    return [r for r in doc["rows"] if r["kind"] == "block"]
 
 
 def shape_text(shape) -> str:
