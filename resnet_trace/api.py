@@ -181,16 +181,15 @@ def tree(
     """The module tree with parameter counts, marked with what ran in a shape-only trace."""
     from resnet_trace.tracer import tree_of
 
-    choice = ModelChoice(
-        model=model_ref,
+    target = make_target(
+        model_ref=model_ref,
         base_dim=base_dim,
         num_classes=num_classes,
         variant=variant,
         head=head,
-        args=model_args or {},
+        model_args=model_args,
         block=block,
     )
-    target = build(choice)
     shape = tuple(input_shape) if input_shape else default_input(target)
     check_channels(target, shape)
     root, error = tree_of(target, shape)
@@ -211,7 +210,7 @@ def make_target(
     device: str = Device.META,
     init_seed: int | None = None,
 ) -> Target:
-    """Old name: :func:`resnet_trace.target.build` of the choice these arguments make."""
+    """:func:`resnet_trace.target.build` of the choice these arguments make (tree() builds with it)."""
     choice = ModelChoice(
         model=model_ref,
         base_dim=base_dim,
