@@ -8,6 +8,7 @@ activations on ``meta``), :func:`real_forward` is ``run``'s (statistics, logits,
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ def session_of(
     train: bool = False,
     find_blocks: bool = False,
     block_types: tuple[type[nn.Module], ...] | None = None,
-) -> Any:
+) -> contextlib.AbstractContextManager[HookSession]:
     """The hooks of ``target`` for one forward after another (one per input size)."""
     return hook_session(
         target.model,

@@ -10,7 +10,7 @@ import math
 import torch
 
 from resnet_trace.errors import UsageError
-from resnet_trace.records import Kind, Optimizer, Trace
+from resnet_trace.records import Optimizer, Trace
 from resnet_trace.spec import InvalidValue, check_shape
 from resnet_trace.target import Target
 from resnet_trace.tracer import shape_only
@@ -60,7 +60,7 @@ def with_backward(
     """``trace`` (a real forward) with a real backward of cross-entropy against ``target_class``:
     per block the gradient norms, and the measured peak beside the predicted one."""
     from resnet_trace.recorder import keep_training_flags
-    from resnet_trace.training import backward_step, train_info, with_measurement
+    from resnet_trace.training import backward_step, grad_blocks, train_info, with_grads, with_measurement
 
     if trace.error is not None:
         return trace
@@ -71,27 +71,13 @@ def with_backward(
     if classes is not None and not 0 <= target_class < classes:
         raise InvalidValue("target", f"target class must be in 0..{classes - 1}, not {target_class}")
     predicted = shape_only(meta_target, trace.input_shape, train=True)
-    base = {r.name: r.name.rsplit(" (call ", 1)[0] if r.calls > 1 else r.name for r in trace.rows}
-    blocks = []
-    seen: set[str] = set()
-    for r in trace.rows:
-        name = base[r.name]
-        if r.kind is Kind.BLOCK and name not in seen:
-            seen.add(name)
-            blocks.append((name, target.model.get_submodule(name)))
+    blocks = grad_blocks(trace.rows, target.model)
     with keep_training_flags(target.model):
         step = backward_step(target.model, x, target=target_class, blocks=blocks)
-    rows = []
-    for r in trace.rows:
-        g = step.grad_norms.get((base[r.name], r.call))
-        pg = step.param_grad_norms.get(base[r.name])
-        rows.append(
-            r if g is None and pg is None else dataclasses.replace(r, grad_norm=g, param_grad_norm=pg)
-        )
     info = train_info(
         model=meta_target.model,
         rows=predicted.rows,
         activations_bytes=predicted.totals.activations_bytes or 0,
         optimizer=Optimizer.SGD,
     )
-    return dataclasses.replace(trace, rows=tuple(rows), train=with_measurement(info, step))
+    return dataclasses.replace(trace, rows=with_grads(trace.rows, step), train=with_measurement(info, step))
