@@ -23,7 +23,14 @@ from resnet_trace.layout import BASE_DIM, NUM_CLASSES
 from resnet_trace.records import Device, DType, Head, Optimizer, Shape, Trace, Variant, shape_text
 from resnet_trace.spec import ModelSpec
 from resnet_trace.target import Target, build, check_channels, default_input
-from resnet_trace.tracer import find_block_types, placeholder, real_forward, session_of, shape_only
+from resnet_trace.tracer import (
+    find_block_types,
+    param_dtype,
+    placeholder,
+    real_forward,
+    session_of,
+    shape_only,
+)
 from resnet_trace.trainview import with_backward, with_train
 
 DTYPES = {DType.FLOAT32: torch.float32, DType.FLOAT16: torch.float16, DType.BFLOAT16: torch.bfloat16}
@@ -157,7 +164,7 @@ def _real(
         else Device.CPU
     )
     dev = resolve_device(device)
-    dtype = dtype_of(options.dtype) if options.dtype is not None else _float_dtype(meta_target.model)
+    dtype = dtype_of(options.dtype) if options.dtype is not None else param_dtype(meta_target.model)
     room = _device_memory(dev) if dev is not Device.META else None
     x_file = None
     if options.input_file is not None:
@@ -297,10 +304,6 @@ def guard_forward(
         available=available,
         where="memory" if device == Device.CPU else f"{device} memory",
     )
-
-
-def _float_dtype(model: nn.Module) -> torch.dtype:
-    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
 
 def _on_meta(model: nn.Module) -> bool:

@@ -131,11 +131,16 @@ def find_block_types(target: Target, x: Any) -> tuple[type[nn.Module], ...]:
 def placeholder(target: Target, shape: Shape) -> torch.Tensor:
     """A shape-only input: empty on ``meta`` when the model is there, else zeros beside its parameters."""
     params = list(target.model.parameters())
-    dtype = next((p.dtype for p in params if p.is_floating_point()), torch.float32)
+    dtype = param_dtype(target.model)
     tensors = params + list(target.model.buffers())
     if not params or (tensors and all(t.is_meta for t in tensors)):
         return torch.empty(tuple(shape), device=Device.META, dtype=dtype)
     return torch.zeros(tuple(shape), device=params[0].device, dtype=dtype)
+
+
+def param_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of the model's first floating parameter (float32 for a model without one)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
 
 def shape_only(

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import math
-import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -59,36 +58,6 @@ def grads_bytes(model: nn.Module) -> int:
 def optimizer_bytes(model: nn.Module, optimizer: Optimizer) -> int:
     """The optimizer's state: ``state_multiplier`` x the bytes of the trainable parameters."""
     return optimizer.state_multiplier * grads_bytes(model)
-
-
-_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 2**10,
-    "kib": 2**10,
-    "m": 2**20,
-    "mib": 2**20,
-    "g": 2**30,
-    "gib": 2**30,
-    "t": 2**40,
-    "tib": 2**40,
-    "kb": 10**3,
-    "mb": 10**6,
-    "gb": 10**9,
-    "tb": 10**12,
-}
-_SIZE = re.compile(r"\A\s*(?P<num>[0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*(?P<unit>[a-z]*)\s*\Z", re.I)
-
-
-def parse_budget(text: str) -> int:
-    """``24GiB`` -> 25769803776. K/M/G/T and KiB/MiB/GiB/TiB are powers of 1024 (as
-    ``RESNET_TRACE_MEMORY_LIMIT``), KB/MB/GB/TB powers of 1000, a bare number is bytes."""
-    m = _SIZE.match(text)
-    unit = _UNITS.get(m["unit"].lower()) if m else None
-    value = float(m["num"]) * unit if m and unit is not None else math.nan
-    if not math.isfinite(value) or value < 1 or value > 2**80:
-        raise UsageError(f"budget {text!r} is not a size in bytes (e.g. 24GiB, 80GB, 512MiB or 1e9)")
-    return int(value)
 
 
 def transient_bytes(rows: Iterable[Row]) -> int:

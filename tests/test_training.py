@@ -13,6 +13,7 @@ from training_truth import grad_truth, saved_truth
 
 from resnet_trace import api
 from resnet_trace.errors import UsageError
+from resnet_trace.memory import parse_budget
 from resnet_trace.model import BottleNeck, ResNet
 from resnet_trace.records import Kind, Report
 from resnet_trace.render.bars import decades_below, log_bars
@@ -27,7 +28,6 @@ from resnet_trace.training import (
     grads_bytes,
     optimizer_bytes,
     params_bytes,
-    parse_budget,
     train_info,
     transient_bytes,
     with_grads,
