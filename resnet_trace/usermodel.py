@@ -1,5 +1,9 @@
 """``--model PATH.py:NAME`` or ``package.module:NAME``: build the user's own model, as asked.
 
+A ``--model PATH/config.json`` (or a folder holding one) is no code: :func:`build_model` hands it
+to :mod:`resnet_trace.hfconfig`, which builds the ``transformers`` model it describes, with the
+``--model-arg`` pairs replacing its fields; :func:`import_reference` never sees it.
+
 Importing and calling the reference runs the user's code: that is the one input this tool
 trusts (docs/security.md). Anything it raises, ``SystemExit`` and ``MemoryError`` included,
 becomes one line naming the reference (exit 2).
@@ -38,6 +42,10 @@ def _failed(ref: str, what: str, exc: BaseException) -> UsageError:
 
 def import_reference(ref: str) -> Callable[..., Any]:
     """The class or factory that ``ref`` names. Importing it runs its module's code."""
+    from resnet_trace.hfconfig import is_config_ref
+
+    if is_config_ref(ref):
+        raise UsageError(f"--model {ref!r} is a config, not Python: it is built, never imported")
     source, sep, name = ref.rpartition(":")
     if not sep or not source or not name:
         raise UsageError(f"--model {ref!r}: expected PATH.py:NAME or package.module:NAME")
@@ -138,7 +146,14 @@ def build_model(
     init_seed: int | None = None,
 ) -> nn.Module:
     """Import the user's model and build it with exactly ``kwargs``: on ``meta`` (initialised as
-    written: its init functions check their arguments) or, under ``init_seed``, on ``device``."""
+    written: its init functions check their arguments) or, under ``init_seed``, on ``device``.
+
+    A config reference (:func:`resnet_trace.hfconfig.is_config_ref`) is built from the file, with
+    ``kwargs`` replacing its fields (``--model-arg num_hidden_layers=2``); nothing is imported."""
+    from resnet_trace.hfconfig import build_from_config, is_config_ref
+
+    if is_config_ref(ref):
+        return build_from_config(ref, device=device, init_seed=init_seed, overrides=kwargs)
     factory = import_reference(ref)
     if device == Device.META:
         with torch.device("meta"):

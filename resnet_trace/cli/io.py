@@ -415,9 +415,14 @@ def _identity(path: Path) -> tuple[str, tuple[int, int] | None]:
 
 
 def model_file(ref: str | None) -> Path | None:
-    """The file a ``--model PATH.py:NAME`` reference names (None for ``package.module:NAME``)."""
+    """The file a ``--model`` reference reads: ``PATH.py`` of ``PATH.py:NAME``, a config's JSON
+    (a folder's ``config.json``), or None for ``package.module:NAME``."""
     if not ref:
         return None
+    from resnet_trace.hfconfig import config_path, is_config_ref
+
+    if is_config_ref(ref):
+        return config_path(ref)
     source, sep, _ = ref.rpartition(":")
     if sep and (source.endswith(".py") or "/" in source or "\\" in source):
         return Path(source)
