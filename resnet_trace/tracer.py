@@ -104,28 +104,15 @@ def _forward(target: Target, x: Any, session: HookSession, train: bool) -> Forwa
 
 
 def find_block_types(target: Target, x: Any) -> tuple[type[nn.Module], ...]:
-    """The classes of the innermost modules that add onto their own input (a residual add).
-
-    Failing that, the most repeated child class of the model's longest ``Sequential`` or ``ModuleList``.
+    """The classes of the outermost modules that join their own stream (a residual add, or a
+    concatenation), never nesting; failing that, the most repeated child class of the model's
+    longest ``Sequential`` or ``ModuleList`` (:func:`resnet_trace.recorder.choose_blocks`).
+    One forward, every non-leaf call a scope.
     """
+    from resnet_trace.recorder import choose_blocks
+
     fwd = run_forward(target, x, find_blocks=True, block_types=())
-    found: list[type[nn.Module]] = []
-    for module in fwd.recorder.residual_adders.values():
-        if type(module) not in found:
-            found.append(type(module))
-    if found:
-        return tuple(found)
-    longest: list[nn.Module] = []
-    for m in target.model.modules():
-        if isinstance(m, (nn.Sequential, nn.ModuleList)) and len(m) > len(longest):
-            longest = list(m)
-    if len(longest) < 2:
-        return ()
-    counts: dict[type[nn.Module], int] = {}
-    for m in longest:
-        counts[type(m)] = counts.get(type(m), 0) + 1
-    best = max(counts, key=lambda k: counts[k])
-    return (best,) if counts[best] > 1 else ()
+    return choose_blocks(target.model, fwd.recorder.joiners).types
 
 
 def placeholder(target: Target, shape: Shape) -> torch.Tensor:

@@ -14,10 +14,9 @@ What becomes a row (forward order, one row per call):
 * a **layer** row: a leaf-module call inside a block or frame row, or the work done
   directly in a non-leaf module's own ``forward`` there (attention's products).
 
-Skip paths come from the dataflow: every tensor carries, for each open *fork* (a block's
-input, or any tensor computed inside it), the work done on its way from that fork. An add
-whose two operands descend from one fork is a residual add: the nearest such fork is where
-the two paths split, and the side that does less work from there is the skip.
+Skip paths come from the dataflow (:mod:`resnet_trace.recorder.dataflow`): a block's skips are
+the adds that join its stream with a branch it computed on it (a residual), and the
+concatenations onto its stream (``concat identity``, ``concat down_blocks.1``), in forward order.
 The recorder keeps shapes, counts and weak references, never tensors.
 """
 
@@ -25,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +31,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from resnet_trace.ops import ADDS, tensors_in
+from resnet_trace.ops import tensors_in
+from resnet_trace.recorder.dataflow import Dataflow, Joiner, Scope
 from resnet_trace.recorder.stats import ActivationStats
 from resnet_trace.records import Activation, Depth, Kind, Shape
 
@@ -49,7 +48,6 @@ POOL_TYPES = (
     nn.AdaptiveAvgPool3d,
     nn.AdaptiveMaxPool2d,
 )
-IDENTITY = "identity"
 
 
 class HookFailure(Exception):
@@ -109,22 +107,8 @@ class _Call:
     row: OpenRow | None  # the row this call opened, if any
     leaf: bool
     own_row: OpenRow | None = None  # the row collecting this call's own operations
-    block: _BlockCtx | None = None
+    block: Scope | None = None  # the call's dataflow scope (a block's; any non-leaf's when finding blocks)
     own_saved: dict[int, int] | None = None  # --train: saved while this call was innermost
-
-
-@dataclass
-class _BlockCtx:
-    """An open block call (or, when finding blocks, any non-leaf call): its forks."""
-
-    call: _Call
-    depth: int  # index of the call on the stack
-    forks: set[int] = field(default_factory=set)
-    found: list[str] = field(default_factory=list)  # skip of each residual add, in order
-
-
-# work on a path from a fork: (MACs, operations, child modules passed)
-_Path = tuple[int, int, frozenset[str]]
 
 
 @dataclass
@@ -136,7 +120,7 @@ class Recorder:
     stats: bool = False  # activation statistics of stage, block and frame rows
     leaf_stats: bool = False  # ... and of every leaf call (run --depth layer)
     events: bool = False  # time rows with CUDA events
-    find_blocks: bool = False  # every non-leaf call owns forks: which modules add onto their input
+    find_blocks: bool = False  # every non-leaf call is a scope: which modules join their own stream
     train: bool = False  # record saved activations (saved_tensors_hooks)
     names: dict[int, list[str]] = field(default_factory=dict)
     structural: set[int] = field(default_factory=set)  # modules holding a block
@@ -152,18 +136,20 @@ class Recorder:
     output: Any = None
     failure: tuple[str, Shape | None, nn.Module | None] | None = None
     first_block_seen: bool = False
-    residual_adders: dict[int, nn.Module] = field(default_factory=dict)  # find_blocks: id -> module
     saved_all: dict[int, int] = field(default_factory=dict)
-    _lineage: dict[int, tuple[weakref.ref, dict[int, _Path]]] = field(default_factory=dict)
-    _fork_owner: dict[int, _BlockCtx] = field(default_factory=dict)
-    _next_fork: int = 0
-    _blocks: list[_BlockCtx] = field(default_factory=list)
+    flow: Dataflow = field(init=False)
 
     def __post_init__(self) -> None:
         # ``names``, ``structural`` and ``params`` come from the HookSession that makes every
         # recorder: it reads them once for all its forwards.
         if self.train:  # only saved tensors are compared with the parameters' storage
             self.param_storages = {_storage_key(p) for p in self.params.values()}
+        self.flow = Dataflow(self.stack, find=self.find_blocks)
+
+    @property
+    def joiners(self) -> list[Joiner]:
+        """With ``find_blocks``: the calls that joined their own stream (see :mod:`.dataflow`)."""
+        return self.flow.joiners
 
     # -- naming -------------------------------------------------------------
     def _name(self, module: nn.Module) -> str:
@@ -266,12 +252,10 @@ class Recorder:
             )
         call = _Call(module=module, name=name, row=row, leaf=leaf)
         self.stack.append(call)
+        if len(self.stack) == 1:
+            self.flow.inputs(args, kwargs)
         if is_block or (self.find_blocks and not leaf and len(self.stack) > 1):
-            ctx = _BlockCtx(call=call, depth=len(self.stack) - 1)
-            call.block = ctx
-            self._blocks.append(ctx)
-            for t in tensors_in((args, kwargs)):
-                self._set_lineage(t, {**self._get_lineage(t), self._fork(ctx): (0, 0, frozenset())})
+            call.block = self.flow.open(module, name, len(self.stack) - 1, args, kwargs)
         return row
 
     def _in_block(self) -> bool:
@@ -280,12 +264,12 @@ class Recorder:
     def post(self, module: nn.Module, args: tuple, kwargs: dict, out: object) -> None:
         t_in = time.perf_counter()
         try:
-            self._post(module, out, t_in)
+            self._post(module, args, kwargs, out, t_in)
         except Exception as exc:  # pragma: no cover - a bug of ours
             raise HookFailure(f"{type(exc).__name__}: {exc}") from exc
         self.overhead += time.perf_counter() - t_in
 
-    def _post(self, module: nn.Module, out: object, t_in: float) -> None:
+    def _post(self, module: nn.Module, args: tuple, kwargs: dict, out: object, t_in: float) -> None:
         call = self.stack.pop()
         row = call.row
         if row is not None:
@@ -302,13 +286,10 @@ class Recorder:
         if call.own_row is not None and call.own_saved:
             call.own_row.saved = {**(call.own_row.saved or {}), **call.own_saved}
         if call.block is not None:
-            ctx = self._blocks.pop()
-            for f in ctx.forks:
-                self._fork_owner.pop(f, None)
+            found = self.flow.close(call.block, out)
             if row is not None and row.kind is Kind.BLOCK:
-                row.skips = list(ctx.found)
-            elif ctx.found and self.find_blocks:
-                self.residual_adders[id(module)] = module
+                row.skips = found
+        self.flow.made(len(self.stack), call.name or type(module).__name__, args, kwargs, out)
         if not self.stack:
             self.output = out
 
@@ -343,8 +324,7 @@ class Recorder:
                     call.row.macs += macs
             if own is not None:
                 own.macs += macs
-        if self._blocks:
-            self._flow(func, args, inputs, out, macs)
+        self.flow.on_op(func, args, inputs, out, (macs, reads))
 
     def _own_row(self, out: Any, inputs: list[torch.Tensor]) -> OpenRow | None:
         """The row for work done directly in the innermost call's own forward, outside its children.
@@ -371,74 +351,12 @@ class Recorder:
                 own=True,
                 done=True,
             )
-        call.own_row.out_shape = first_shape(out)
+        shape = first_shape(out)
+        if (
+            shape is not None
+        ):  # an operation answering a number (a fake tensor's size query) keeps the last shape
+            call.own_row.out_shape = shape
         return call.own_row
-
-    # -- dataflow ---------------------------------------------------------------
-    def _fork(self, ctx: _BlockCtx) -> int:
-        self._next_fork += 1
-        ctx.forks.add(self._next_fork)
-        self._fork_owner[self._next_fork] = ctx
-        return self._next_fork
-
-    def _get_lineage(self, t: torch.Tensor) -> dict[int, _Path]:
-        entry = self._lineage.get(id(t))
-        if entry is None or entry[0]() is not t:
-            return {}
-        return {f: p for f, p in entry[1].items() if f in self._fork_owner}
-
-    def _set_lineage(self, t: torch.Tensor, lineage: dict[int, _Path]) -> None:
-        if lineage:
-            self._lineage[id(t)] = (weakref.ref(t), lineage)
-        else:
-            self._lineage.pop(id(t), None)
-
-    def _child(self, ctx: _BlockCtx) -> str | None:
-        """The block's child module running now (relative to the block), if any."""
-        if len(self.stack) <= ctx.depth + 1:
-            return None
-        parent, child = self.stack[ctx.depth].name, self.stack[ctx.depth + 1].name
-        return child[len(parent) + 1 :] if parent and child.startswith(parent + ".") else child
-
-    def _flow(self, func: Any, args: tuple, inputs: list[torch.Tensor], out: Any, macs: int) -> None:
-        lineages = [self._get_lineage(t) for t in inputs]
-        merged: dict[int, _Path] = {}
-        for lin in lineages:
-            for f, (m, n, mods) in lin.items():
-                old = merged.get(f)
-                merged[f] = (
-                    (max(m, old[0]), max(n, old[1]), mods | old[2]) if old is not None else (m, n, mods)
-                )
-        children = {id(ctx): self._child(ctx) for ctx in self._blocks}
-        result: dict[int, _Path] = {}
-        for f, (m, n, mods) in merged.items():
-            child = children.get(id(self._fork_owner[f]))
-            result[f] = (m + macs, n + 1, mods | {child} if child else mods)
-        if func in ADDS and len(args) >= 2 and all(isinstance(a, torch.Tensor) for a in args[:2]):
-            a, b = args[0], args[1]
-            self._residual(a, b, self._get_lineage(a), self._get_lineage(b))
-        # Every result is a fork of its own: the fork of an add is then its operands' nearest
-        # common ancestor (the block's input, an earlier residual sum, a norm's output...).
-        result[self._fork(self._blocks[-1])] = (0, 0, frozenset())
-        for t in tensors_in(out):
-            self._set_lineage(t, result)
-
-    def _residual(
-        self, a: torch.Tensor, b: torch.Tensor, lin_a: dict[int, _Path], lin_b: dict[int, _Path]
-    ) -> _BlockCtx | None:
-        """If ``a + b`` joins two paths from one fork, record its skip side and return the block."""
-        call = self.stack[-1] if self.stack else None
-        if call is None or (call.leaf and call.block is None) or tuple(a.shape) != tuple(b.shape):
-            return None
-        common = set(lin_a) & set(lin_b)
-        if not common:
-            return None
-        fork = max(common)  # the most recent fork both descend from
-        ctx = self._fork_owner[fork]
-        pa, pb = lin_a[fork], lin_b[fork]
-        skip = pa if (pa[0], pa[1]) < (pb[0], pb[1]) else pb
-        ctx.found.append("+".join(sorted(skip[2])) if skip[2] else IDENTITY)
-        return ctx
 
     # -- saved activations (--train) ------------------------------------------------
     def pack(self, t: torch.Tensor) -> torch.Tensor:
@@ -460,7 +378,15 @@ class Recorder:
 
 def _storage_key(t: torch.Tensor) -> int:
     storage = t.untyped_storage()
-    return int(storage._cdata) if t.is_meta else int(storage.data_ptr()) or int(storage._cdata)
+    if t.is_meta or _is_fake(t):  # no data: the storage object is the identity
+        return int(storage._cdata)
+    return int(storage.data_ptr()) or int(storage._cdata)
+
+
+def _is_fake(t: torch.Tensor) -> bool:
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    return isinstance(t, FakeTensor)
 
 
 def _no_modes() -> contextlib.AbstractContextManager[object]:
