@@ -107,6 +107,60 @@ torchinfo.summary(model, input_size=(1, 3, 224, 224), verbose=0)
 HF_DIR = os.path.join(tempfile.gettempdir(), f"resnet-trace-bench-{os.getpid()}")
 HF_FILE = os.path.join(HF_DIR, "hf_models.py")
 
+#: Llama-3 at its published sizes (the config values Meta published), as ``config.json`` files.
+LLAMA3 = {
+    "llama3-8b": {
+        "hidden_size": 4096,
+        "intermediate_size": 14336,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+    },
+    "llama3-70b": {
+        "hidden_size": 8192,
+        "intermediate_size": 28672,
+        "num_hidden_layers": 80,
+        "num_attention_heads": 64,
+    },
+}
+LLAMA3_COMMON = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "vocab_size": 128256,
+    "num_key_value_heads": 8,
+    "max_position_embeddings": 131072,
+    "rope_theta": 500000.0,
+    "rms_norm_eps": 1e-05,
+    "tie_word_embeddings": False,
+    "hidden_act": "silu",
+}
+LLM_TOKENS = 8192
+
+#: The yardstick for an LLM's shape-only trace: import transformers, build the model from the same
+#: config on fake tensors and run its forward on 1 x 8192 fake token ids, nothing else.
+LLM_BARE_SCRIPT = (
+    """import json, torch, transformers
+from torch._subclasses.fake_tensor import FakeTensorMode
+raw = json.load(open({path!r}))
+config = transformers.AutoConfig.for_model(raw.pop("model_type"), **{{k: v for k, v in raw.items() if k != "architectures"}})
+mode = FakeTensorMode(allow_non_fake_inputs=True)
+with mode:
+    model = transformers.LlamaForCausalLM(config)
+    with torch.no_grad():
+        model(input_ids=torch.zeros(1, {tokens}, dtype=torch.long))
+"""
+    + EXIT
+)
+
+
+def _llm_pair(key: str) -> Pair:
+    path = os.path.join(HF_DIR, key, "config.json")
+    return Pair(
+        key,
+        (*TOOL, "summary", "--model", path, "--input", f"input_ids=1x{LLM_TOKENS}:int64", "--format", "json"),
+        (PY, "-c", LLM_BARE_SCRIPT.format(path=path, tokens=LLM_TOKENS)),
+        needs="transformers",
+    )
+
 
 def _hf_pair(key: str, factory: str, cls: str, config: str) -> Pair:
     return Pair(
@@ -172,6 +226,8 @@ PAIRS: tuple[Pair, ...] = (
     _hf_pair("hf-vit-b16", "vit_b16", "ViTForImageClassification", "ViTConfig"),
     Pair("run-vs-bare", RUN, (PY, "-c", BARE_FORWARD_SCRIPT)),
     Pair("run-layer", (*RUN, "--depth", "layer"), RUN),
+    _llm_pair("llama3-8b"),
+    _llm_pair("llama3-70b"),
 )
 
 TARGETS: tuple[Target, ...] = (
@@ -193,6 +249,28 @@ TARGETS: tuple[Target, ...] = (
     Target("hf-vit-b16", "summary --model HF ViT-B/16 / torchinfo", "hf-vit-b16", "wall_s", 0.8),
     Target("run-vs-bare", "run 8x3x224x224 / bare forward + os._exit", "run-vs-bare", "wall_s", 1.05),
     Target("run-layer", "run --depth layer / run", "run-layer", "wall_s", 1.15),
+    Target(
+        "llama3-8b",
+        "summary Llama-3-8B config, 1x8192 / bare FakeTensorMode forward",
+        "llama3-8b",
+        "wall_s",
+        1.5,
+    ),
+    Target(
+        "llama3-70b",
+        "summary Llama-3-70B config, 1x8192 / bare FakeTensorMode forward",
+        "llama3-70b",
+        "wall_s",
+        1.5,
+    ),
+    Target(
+        "llama3-70b-memory",
+        "summary Llama-3-70B config, peak RSS / bare (and below 1.5 GiB: median A)",
+        "llama3-70b",
+        "peak_kib",
+        2.5,
+        judged=False,
+    ),
 )
 
 #: ``--scaling``: (base_dim, batch) for summary, and the smaller grid a real forward can afford here.
@@ -576,6 +654,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.makedirs(HF_DIR, exist_ok=True)
     with open(HF_FILE, "w", encoding="utf-8") as f:
         f.write(HF_MODELS_FILE)
+    for key, sizes in LLAMA3.items():
+        os.makedirs(os.path.join(HF_DIR, key), exist_ok=True)
+        with open(os.path.join(HF_DIR, key, "config.json"), "w", encoding="utf-8") as f:
+            json.dump({**LLAMA3_COMMON, **sizes}, f)
     try:
         return _main(args)
     finally:

@@ -23,6 +23,7 @@ from torch import nn
 
 from resnet_trace.choice import ModelChoice, TraceOptions
 from resnet_trace.goldens import check, diff, report
+from resnet_trace.inputs import InputError, from_api
 from resnet_trace.pipeline import trace_inputs, with_blocks
 from resnet_trace.records import (
     Comparison,
@@ -37,8 +38,8 @@ from resnet_trace.records import (
     Trace,
     Variant,
 )
-from resnet_trace.spec import InvalidValue, ModelSpec, check_shape
-from resnet_trace.target import Target, build, builtin_target, check_channels, default_input
+from resnet_trace.spec import InvalidType, InvalidValue, ModelSpec, check_shape
+from resnet_trace.target import Target, build, builtin_target, check_channels, default_call
 
 __all__ = ["check", "compare", "diff", "report", "trace", "tree"]
 
@@ -50,6 +51,7 @@ def trace(
     base_dim: int | None = None,
     num_classes: int | None = None,
     input_shape: Sequence[int] | None = None,
+    inputs: Any = None,
     variant: Variant | str = Variant.SEED,
     head: Head | str = Head.AVGPOOL7,
     real: bool = False,
@@ -82,8 +84,16 @@ def trace(
     ``backward``/``target`` a real backward with gradient norms (``run --backward``).
     An option that does not apply to the trace asked for is a ``ValueError``.
     The result's ``to_dict()`` is the CLI's ``--format json`` document for the same options.
+
+    ``inputs`` feeds a ``model`` anything its ``forward`` takes: example tensors (one, a list of
+    positional ones, or a ``{name: tensor}`` dict; a real forward runs on them as they are), a
+    ``{name: (shape, dtype)}`` dict (``{"input_ids": ((2, 16), torch.int64)}``), a list of shapes,
+    or an ``--input`` string (``"input_ids=2x16:int64,attention_mask=2x16:int64"``).
+    ``input_shape`` is one positional floating tensor of any rank (NxCxHxW for the seed).
     """
-    shape = check_shape(input_shape) if input_shape is not None else None
+    if input_shape is not None and inputs is not None:
+        raise InvalidValue("inputs", "give input_shape or inputs, not both")
+    call, example = _api_inputs(model, input_shape, inputs)
     if model is not None and not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, not {type(model).__name__}")
     is_real = real or backward or weights is not None or input_file is not None
@@ -118,9 +128,32 @@ def trace(
         budget=_budget(budget),
         backward=backward,
         target_class=0 if target is None else target,
+        example=example,
     )
-    (t,) = trace_inputs(choice, [shape] if shape else None, options)
+    try:
+        (t,) = trace_inputs(choice, [call] if call else None, options)
+    except InputError as exc:  # the CLI's words for an input, in the caller's
+        raise InputError(str(exc).replace("--input ", "inputs: ", 1)) from None
     return report(t, depth=depth, collapse=collapse, filter=filter)
+
+
+def _api_inputs(model: Any, input_shape: Any, inputs: Any) -> tuple[Any, Any]:
+    """The call ``input_shape`` or ``inputs`` names, and the example tensors when they are some."""
+    from resnet_trace.feed import describe
+
+    if inputs is not None:
+        described = describe(inputs)
+        try:
+            return described if described is not None else (from_api(inputs), None)
+        except InputError as exc:
+            raise InputError(str(exc).replace("--input ", "inputs: ", 1)) from None
+    if input_shape is None:
+        return None, None
+    if model is None:
+        return check_shape(input_shape), None
+    if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, (tuple, list)):
+        raise InvalidType("input_shape", f"input_shape must be a sequence of integers, not {input_shape!r}")
+    return from_api([tuple(input_shape)]), None
 
 
 def _budget(budget: int | str | None) -> int | None:
@@ -190,10 +223,14 @@ def tree(
         model_args=model_args,
         block=block,
     )
-    shape = tuple(input_shape) if input_shape else default_input(target)
-    check_channels(target, shape)
-    root, error = tree_of(target, shape)
-    return ModuleTree(root=root, input_shape=shape, error=error)
+    from resnet_trace.feed import as_call, plain_shape
+
+    call = as_call(tuple(input_shape)) if input_shape else default_call(target)
+    plain = plain_shape(call)
+    if plain is not None:
+        check_channels(target, plain)
+    root, error = tree_of(target, call)
+    return ModuleTree(root=root, input_shape=call[0].shape, error=error)
 
 
 # -- the names the commands were built from before the one route; kept for one release -------------

@@ -115,6 +115,7 @@ class TraceOptions:
     budget: int | None = None
     backward: bool = False
     target_class: int = 0
+    example: Any = None  # a Feed of example tensors (the API's inputs=): a real forward runs on them
 
     def __post_init__(self) -> None:
         if self.device is not None:
@@ -128,6 +129,8 @@ class TraceOptions:
         integer("target", self.target_class, low=0)
         if self.budget is not None:
             integer("budget", self.budget)
+        if self.example is not None and self.input_file is not None:
+            raise InvalidValue("inputs", "give example tensors or input_file, not both")
         if self.weights is not None or self.input_file is not None or self.backward:
             object.__setattr__(self, "real", True)
         if self.budget is not None:

@@ -134,6 +134,33 @@ def _is_shape(value: object, length: int | None = None) -> bool:
     )
 
 
+def _inputs_problem(value: object) -> str | None:
+    """What is wrong with a document's ``inputs`` list, when it has one."""
+    if value is None:
+        return None
+    from resnet_trace.inputs import DTYPE_WORDS
+
+    if not isinstance(value, list) or not value or len(value) > 64:
+        return "inputs is not a list of 1 to 64 tensors"
+    for i, t in enumerate(value):
+        if not isinstance(t, dict):
+            return f"inputs[{i}] is not an object"
+        name = t.get("name")
+        if name is not None and not (isinstance(name, str) and name.isidentifier() and len(name) <= 200):
+            return f"inputs[{i}].name is not a Python name or null"
+        if not _is_shape(t.get("shape")) or not t.get("shape") or 0 in t["shape"] or len(t["shape"]) > 16:
+            return f"inputs[{i}].shape is not a list of 1 to 16 positive integers"
+        if t.get("dtype") not in DTYPE_WORDS:
+            return f"inputs[{i}].dtype is not a torch dtype word"
+        for bound in ("low", "high"):
+            v = t.get(bound)
+            if v is not None and (
+                isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or abs(v) == float("inf")
+            ):
+                return f"inputs[{i}].{bound} is not a finite number or null"
+    return None
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -144,8 +171,16 @@ def _malformed(doc: object) -> str | None:
         return "not a JSON object"
     if doc.get("schema") != SCHEMA_ID:
         return f"its schema is {str(doc.get('schema'))[:40]!r}, not {SCHEMA_ID!r}"
-    if not _is_shape(doc.get("input_shape"), 4):
+    source = (
+        (doc.get("model") or {}).get("source", "builtin") if isinstance(doc.get("model"), dict) else "builtin"
+    )
+    if source == "builtin" and not _is_shape(doc.get("input_shape"), 4):
         return "input_shape is not a list of 4 integers"
+    if not _is_shape(doc.get("input_shape")) or not doc.get("input_shape"):
+        return "input_shape is not a list of integers"
+    problem = _inputs_problem(doc.get("inputs"))
+    if problem is not None:
+        return problem
     if doc.get("output_shape") is not None and not _is_shape(doc.get("output_shape")):
         return "output_shape is not a list of integers or null"
     model = doc.get("model")

@@ -14,8 +14,9 @@ from typing import Any
 from resnet_trace.choice import ModelChoice, TraceOptions
 from resnet_trace.diffing import compare_all, load_documents
 from resnet_trace.errors import UsageError
+from resnet_trace.inputs import parse_inputs
 from resnet_trace.layout import BASE_DIM, NUM_CLASSES
-from resnet_trace.records import Depth, Differences, Head, Report, Shape, Trace, Variant
+from resnet_trace.records import Depth, Differences, Head, InputTensor, Report, Shape, Trace, Variant
 from resnet_trace.spec import parse_shape, word
 
 
@@ -52,7 +53,7 @@ def check(
     if inputs:
         plan = [(docs[min(i, len(docs) - 1)], tuple(s)) for i, s in enumerate(inputs)]
     else:
-        plan = [(doc, parse_shape("x".join(map(str, doc["input_shape"])))) for doc in docs]
+        plan = [(doc, recorded_input(doc)) for doc in docs]
     # Documents of one configuration are traced together: the model is built once for all their inputs.
     # (A choice's arguments are literals read from the document, so its repr is its identity.)
     groups: dict[str, tuple[ModelChoice, list[int]]] = {}
@@ -73,6 +74,25 @@ def check(
         for i, (doc, _) in enumerate(plan)
     ]
     return Differences(expected=str(golden), got="this trace", differences=tuple(compare_all(docs, got_docs)))
+
+
+def recorded_input(doc: dict) -> Any:
+    """The input a document was traced with: its ``inputs`` (any tensors), else its ``input_shape``
+    (NxCxHxW for the built-in model, read by the seed's own rules)."""
+    from resnet_trace.inputs import spec_text
+
+    tensors = doc.get("inputs")
+    if tensors:
+        call = tuple(
+            InputTensor(t.get("name"), tuple(t["shape"]), t["dtype"], t.get("low"), t.get("high"))
+            for t in tensors
+        )
+        parse_inputs([spec_text(call)])  # the limits every --input is held to
+        return call
+    shape = doc["input_shape"]
+    if (doc.get("model") or {}).get("source", "builtin") == "builtin":
+        return parse_shape("x".join(map(str, shape)))
+    return parse_inputs(["x".join(map(str, shape))])[0]
 
 
 def _choice(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -19,16 +20,31 @@ from torch import nn
 
 from resnet_trace.choice import ModelChoice, TraceOptions
 from resnet_trace.errors import UsageError
+from resnet_trace.feed import Call, Feed, as_call, check_names, embedding_sizes, plain_shape, values
+from resnet_trace.inputs import FLOATING, spec_text
 from resnet_trace.layout import BASE_DIM, NUM_CLASSES
-from resnet_trace.records import Device, DType, Head, Optimizer, Shape, Trace, Variant, shape_text
-from resnet_trace.spec import ModelSpec
-from resnet_trace.target import Target, build, check_channels, default_input
+from resnet_trace.records import (
+    Device,
+    DType,
+    Head,
+    InputTensor,
+    Optimizer,
+    Shape,
+    Trace,
+    Variant,
+    shape_text,
+)
+from resnet_trace.spec import InvalidValue, ModelSpec
+from resnet_trace.target import FAKE, Target, build, check_channels, default_call
 from resnet_trace.tracer import (
+    describe_feed,
+    fake_twin,
     find_block_types,
     param_dtype,
     placeholder,
     real_forward,
     session_of,
+    shape_mode,
     shape_only,
 )
 from resnet_trace.trainview import with_backward, with_train
@@ -38,16 +54,25 @@ DTYPES = {DType.FLOAT32: torch.float32, DType.FLOAT16: torch.float16, DType.BFLO
 
 def trace_inputs(
     choice: ModelChoice,
-    inputs: Sequence[Shape] | None,
+    inputs: Sequence[Shape | Call] | None,
     options: TraceOptions,
     *,
     progress: Callable[[int], None] | None = None,
 ) -> list[Trace]:
     """A trace of each input (the model's default input when none): shape-only, or a real forward
-    when ``options.real``."""
+    when ``options.real``. An input is a shape (one positional floating tensor) or one call's
+    :class:`~resnet_trace.records.InputTensor` records."""
+    calls = [as_call(i) for i in inputs or ()]
+    if choice.builtin:
+        for c in calls:
+            if plain_shape(c) is None or len(c[0].shape) != 4:
+                raise InvalidValue(
+                    "inputs",
+                    f"--input {spec_text(c)}: the built-in model takes one NxCxHxW float input, e.g. 1x3x224x224",
+                )
     if options.real:
-        return _real(choice, list(inputs or ()), options, progress)
-    return _shape_only(choice, list(inputs or ()), options)
+        return _real(choice, calls, options, progress)
+    return _shape_only(choice, calls, options)
 
 
 def dtype_of(dtype: DType | str) -> torch.dtype:
@@ -68,11 +93,13 @@ def resolve_device(device: Device) -> Device:
     return device
 
 
-def with_blocks(target: Target, shape: Shape) -> Target:
+def with_blocks(target: Target, shape: Shape | Call) -> Target:
     """A user model traced without ``block``: its blocks, found with a shape-only pass of ``shape``."""
     if not (target.info.block_found and not target.block_types):
         return target
-    types = find_block_types(target, placeholder(target, shape))
+    twin = fake_twin(target)
+    with shape_mode(twin):
+        types = find_block_types(twin, placeholder(twin, shape))
     info = dataclasses.replace(target.info, block=",".join(t.__name__ for t in types), block_found=True)
     return dataclasses.replace(target, block_types=types, info=info)
 
@@ -98,44 +125,90 @@ def _own(
 
 
 # -- summary: shape-only ------------------------------------------------------------------------------
-def _shape_only(choice: ModelChoice, shapes: list[Shape], options: TraceOptions) -> list[Trace]:
-    target = build(choice)
+def _shape_only(choice: ModelChoice, calls: list[Call], options: TraceOptions) -> list[Trace]:
+    target = build(choice, device=FAKE)
+    given = None  # a module passed in: its fake twin is traced, the module itself only on a CPU retry
     if not choice.builtin and not isinstance(choice.model, str):
-        target = _own(target, None, options.dtype)
-    elif options.dtype is not None and options.dtype is not DType.FLOAT32:  # ours are built in float32
-        target.model.to(dtype=dtype_of(options.dtype))
-    shapes = shapes or [default_input(target)]
-    for s in shapes:
-        check_channels(target, s)
-    target = with_blocks(target, shapes[0])
+        given = _own(target, None, options.dtype)
+        target = fake_twin(given)
+    elif options.dtype is not None and (not choice.builtin or options.dtype is not DType.FLOAT32):
+        target.model.to(dtype=dtype_of(options.dtype))  # ours are built in float32
+    calls = calls or [default_call(target)]
+    notes = [n for c in calls for n in _check_call(target, c)]
+    target = with_blocks(target, calls[0])
     train = options.train
     with session_of(target, train=train) as session:  # hooks registered once for every size
-        traces = [shape_only(target, s, command="summary", train=train, session=session) for s in shapes]
-    if choice.reference is not None and any(t.error is not None for t in traces):
-        traces = _cpu_fallback(traces, target, choice, train)
+        traces = [shape_only(target, c, command="summary", train=train, session=session) for c in calls]
+    if not choice.builtin and any(t.error is not None for t in traces):
+        traces = _cpu_fallback(traces, target, choice, calls, train, given)
     if train:
         traces = [
             with_train(target, t, optimizer=Optimizer(options.optimizer), budget=options.budget)
             for t in traces
         ]
-    return traces
+    return _noted(traces, notes)
 
 
-def _cpu_fallback(traces: list[Trace], target: Target, choice: ModelChoice, train: bool) -> list[Trace]:
-    """A user model that fails on ``meta`` may only lack meta support: retry those inputs on the CPU."""
+def _check_call(target: Target, call: Call) -> tuple[str, ...]:
+    """Refuse what the model cannot take; the notes about what it may ignore."""
+    shape = plain_shape(call)
+    if shape is not None:
+        check_channels(target, shape)
+    if target.info.source != "builtin":
+        return check_names(target.model, call)
+    return ()
+
+
+def _noted(traces: list[Trace], notes: Sequence[str]) -> list[Trace]:
+    if not notes:
+        return traces
+    unique = tuple(dict.fromkeys(n[:300] for n in notes))
+    return [dataclasses.replace(t, notes=(*unique, *t.notes)) for t in traces]
+
+
+def _cpu_fallback(
+    traces: list[Trace],
+    target: Target,
+    choice: ModelChoice,
+    calls: list[Call],
+    train: bool,
+    given: Target | None = None,
+) -> list[Trace]:
+    """A user model that fails shape-only may only read a value: retry those inputs on the CPU,
+    where it fits in memory; where it does not, the shape-only failure stands."""
     cpu: Target | None = None
     out = []
-    for t in traces:
+    for t, call in zip(traces, calls):
         if t.error is None:
             out.append(t)
             continue
-        guard_forward(target, t.input_shape, 4, traced=t)  # the failed trace's rows, up to the failure
+        reads = _reads_a_value(t.error.message)
+        try:
+            guard_forward(target, call, 4, traced=t)  # the failed trace's rows, up to the failure
+        except UsageError as exc:
+            size = str(exc).split("; use ", 1)[0]
+            why = (
+                "it reads a tensor's value (.item(), .tolist() or an if on a tensor), which a "
+                "shape-only trace does not have; "
+            )
+            hint = f"{why if reads else ''}not retried on the CPU: {size}"
+            out.append(dataclasses.replace(t, error=dataclasses.replace(t.error, hint=hint[:400])))
+            continue
         if cpu is None:
-            built = build(dataclasses.replace(choice, block=None), device=Device.CPU, init_seed=0)
-            cpu = dataclasses.replace(built, block_types=target.block_types, info=target.info)
-        again = shape_only(cpu, t.input_shape, command=t.command, train=train)
+            if choice.reference is not None:
+                built = build(choice, device=Device.CPU, init_seed=0)
+            elif given is None or _on_meta(given.model):
+                out.append(t)  # a module passed on meta has no values to run with
+                continue
+            else:
+                built = _own(given, Device.CPU, None, copy_always=True)
+            cpu = dataclasses.replace(built, fake=False, fake_mode=None)
+        found = with_blocks(cpu, call)  # its blocks, found again on this forward
+        again = shape_only(found, call, command=t.command, train=train)
         if again.error is None:
-            note = f"note: {t.error.module} cannot run on the meta device ({t.error.message}); traced on the CPU instead"
+            where = t.error.module or "the model"
+            why = "reads a tensor's value" if reads else "cannot run shape-only"
+            note = f"note: {where} {why} ({t.error.message}); traced on the CPU instead"
             again = dataclasses.replace(again, notes=(*again.notes, note[:300]))
             out.append(again)
         else:
@@ -146,16 +219,17 @@ def _cpu_fallback(traces: list[Trace], target: Target, choice: ModelChoice, trai
 # -- run: a real forward ------------------------------------------------------------------------------
 def _real(
     choice: ModelChoice,
-    shapes: list[Shape],
+    calls: list[Call],
     options: TraceOptions,
     progress: Callable[[int], None] | None,
 ) -> list[Trace]:
-    if options.input_file is not None and shapes:
+    if options.input_file is not None and calls:
         raise UsageError("give --input or --input-file, not both")
     instance = not choice.builtin and choice.reference is None
     # The shape-only twin: what the guard and the predictions read, never initialised.
-    meta_target = build(choice) if not instance else _own(build(choice), None, options.dtype)
-    own = next(iter(meta_target.model.parameters()), None) if instance else None
+    given = _own(build(choice), None, options.dtype) if instance else None
+    meta_target = fake_twin(given) if given is not None else build(choice)
+    own = next(iter(given.model.parameters()), None) if given is not None else None
     device = (
         Device(options.device)
         if options.device
@@ -166,31 +240,35 @@ def _real(
     dev = resolve_device(device)
     dtype = dtype_of(options.dtype) if options.dtype is not None else param_dtype(meta_target.model)
     room = _device_memory(dev) if dev is not Device.META else None
-    x_file = None
-    if options.input_file is not None:
-        x_file = _read_input(meta_target, Path(options.input_file), dev, room, dtype.itemsize)
-        shapes = [tuple(int(d) for d in x_file.shape)]
-    shapes = shapes or [default_input(meta_target)]
-    for s in shapes:
-        check_channels(meta_target, s)
-    meta_target = with_blocks(meta_target, shapes[0])
+    x_file: Feed | None = None
+    if options.input_file is not None and choice.builtin:
+        one = _read_input(meta_target, Path(options.input_file), dev, room, dtype.itemsize)
+        x_file, calls = Feed((one,)), [as_call(tuple(int(d) for d in one.shape))]
+    elif options.input_file is not None:
+        x_file, call = _read_inputs(meta_target, Path(options.input_file), dev, room, dtype)
+        calls = [call]
+    calls = calls or [default_call(meta_target)]
+    notes = [n for c in calls for n in _check_call(meta_target, c)]
+    meta_target = with_blocks(meta_target, calls[0])
     if dev is Device.META:
         if options.weights is not None:
             raise UsageError("--weights needs a real device: --device meta traces shapes only")
-        meta_target = _own(meta_target, Device.META, options.dtype) if instance else meta_target
         if not instance:
             meta_target.model.to(dtype=dtype)
-        return [shape_only(meta_target, s, command="run") for s in shapes]
-    for s in shapes:
-        guard_forward(meta_target, s, dtype.itemsize, available=room, device=dev)
-    target = _real_model(choice, meta_target, options, dev, dtype, instance)
+        return _noted([shape_only(meta_target, c, command="run") for c in calls], notes)
+    for c in calls:
+        guard_forward(meta_target, c, dtype.itemsize, available=room, device=dev)
+    if given is not None:  # the caller's module, with the blocks its twin found
+        given = dataclasses.replace(given, block_types=meta_target.block_types, info=meta_target.info)
+    target = _real_model(choice, given or meta_target, options, dev, dtype, instance)
     traces = []
-    for s in shapes:
+    for c in calls:
         if x_file is not None:
-            x = x_file.to(device=dev, dtype=dtype)
+            x = _cast(x_file, dev, dtype)
+        elif options.example is not None:
+            x = options.example.to(str(dev))
         else:
-            gen = torch.Generator().manual_seed(options.seed)
-            x = torch.randn(tuple(s), generator=gen).to(device=dev, dtype=dtype)
+            x = values(c, dev, dtype, options.seed, _embedding_highs(meta_target, c))
         t = real_forward(
             target,
             x,
@@ -202,10 +280,51 @@ def _real(
             progress=progress,
             leaves=options.leaves,
         )
+        if t.inputs:  # the ranges the values were drawn from, as given
+            t = dataclasses.replace(t, inputs=_with_ranges(t.inputs, c))
         if options.backward:
             t = with_backward(meta_target, target, t, x, target_class=options.target_class)
         traces.append(t)
-    return traces
+    return _noted(traces, notes)
+
+
+def _reads_a_value(message: str) -> bool:
+    """A shape-only failure that asked for a value: fake and meta tensors have none."""
+    return any(
+        m in message
+        for m in (
+            "_local_scalar_dense",
+            "data-dependent",
+            "DataDependent",
+            "cannot be called on meta",
+            "item()",
+        )
+    )
+
+
+def _embedding_highs(target: Target, call: Call) -> dict[int, int]:
+    """The embedding size bounding each integer input without a range (a shape-only pass finds it)."""
+    needs = [
+        t
+        for t in call
+        if t.dtype is not None
+        and t.dtype not in FLOATING
+        and t.dtype != "bool"
+        and t.low is None
+        and not (t.name and "mask" in t.name.lower())
+    ]
+    if not needs:
+        return {}
+    twin = fake_twin(target)
+    with shape_mode(twin), torch.no_grad():
+        feed = placeholder(twin, call)
+        return embedding_sizes(twin.model, feed, lambda: feed.call(twin.model))
+
+
+def _with_ranges(recorded: tuple[InputTensor, ...], call: Call) -> tuple[InputTensor, ...]:
+    if len(recorded) != len(call):
+        return recorded
+    return tuple(dataclasses.replace(r, low=c.low, high=c.high) for r, c in zip(recorded, call))
 
 
 def _real_model(
@@ -261,6 +380,37 @@ def _read_input(target: Target, path: Path, dev: Device, room: int | None, items
     return load_input(path, channels=target.channels, check_shape=fits)
 
 
+def _read_inputs(
+    target: Target, path: Path, dev: Device, room: int | None, dtype: torch.dtype
+) -> tuple[Feed, Call]:
+    """``--input-file`` for a model of your own: one tensor, or named ones (a ``.pt`` dict, an
+    ``.npz``), their names and memory checked before any data is copied."""
+    from resnet_trace.loading import load_inputs
+
+    what = f"--input-file {str(path)!r}"
+
+    def fits(call: Call) -> None:
+        try:
+            check_names(target.model, call)
+            if dev is not Device.META:
+                guard_forward(with_blocks(target, call), call, dtype.itemsize, available=room, device=dev)
+        except UsageError as exc:
+            raise UsageError(f"{what} was not read: {exc}") from None
+
+    made = load_inputs(path, check=fits)
+    feed = Feed(tuple(t for n, t in made if n is None), {n: t for n, t in made if n is not None})
+    return feed, describe_feed(feed)
+
+
+def _cast(feed: Feed, dev: Device, dtype: torch.dtype) -> Feed:
+    """A file's tensors on ``dev``; floating ones in the model's dtype, the others as they are."""
+
+    def one(t: torch.Tensor) -> torch.Tensor:
+        return t.to(device=dev, dtype=dtype) if t.is_floating_point() else t.to(device=dev)
+
+    return Feed(tuple(one(t) for t in feed.args), {k: one(t) for k, t in feed.kwargs.items()})
+
+
 def _device_memory(device: str) -> int | None:
     """Free memory on an accelerator; ``None`` for the CPU (the guard reads the host's)."""
     if device == Device.CUDA:
@@ -270,7 +420,7 @@ def _device_memory(device: str) -> int | None:
 
 def guard_forward(
     target: Target,
-    shape: Shape,
+    shape: Shape | Call,
     element_size: int,
     *,
     available: int | None = None,
@@ -287,19 +437,21 @@ def guard_forward(
     from resnet_trace.memory import estimate_bytes, guard, largest_traced
 
     params = target.info.model_params
-    if target.largest_output is not None:
-        largest = target.largest_output(shape)
-    elif traced is not None or _on_meta(target.model):
+    call = as_call(shape)
+    plain = plain_shape(call)
+    if target.largest_output is not None and plain is not None:
+        largest = target.largest_output(plain)
+    elif traced is not None or target.fake or _on_meta(target.model):
         t = traced if traced is not None else shape_only(target, shape)
         largest, params = largest_traced(t), t.totals.params
     else:
         largest = 0
     assert params is not None  # every target records its parameter count when it is built
-    what = f"run {shape_text(shape)}"
+    what = f"run {spec_text(call) if plain is None else shape_text(plain)}"
     if target.info.base_dim is not None:
         what += f" at base_dim {target.info.base_dim}"
     return guard(
-        estimate_bytes(params, shape, largest, element_size),
+        estimate_bytes(params, (sum(math.prod(t.shape) for t in call),), largest, element_size),
         what,
         available=available,
         where="memory" if device == Device.CPU else f"{device} memory",

@@ -17,10 +17,13 @@ from torch import nn
 
 from resnet_trace.errors import UsageError
 from resnet_trace.layout import BASE_DIM, NUM_CLASSES
-from resnet_trace.records import CUSTOM, Device, Head, ModelInfo, Shape, Variant, shape_text
+from resnet_trace.records import CUSTOM, Device, Head, InputTensor, ModelInfo, Shape, Variant, shape_text
 
 if TYPE_CHECKING:
     from resnet_trace.choice import ModelChoice
+
+#: ``build(choice, device=FAKE)``: a user's model built on fake tensors (no memory, CPU semantics).
+FAKE = "fake"
 
 #: ``advice(module, in_shape)`` -> a hint for a failure in ``module``, or None for the generic one.
 Advice = Callable[[nn.Module, Shape | None], str | None]
@@ -44,6 +47,10 @@ class Target:
     # Elements of the largest output any module produces for an input shape, where the model's
     # source can say without a trace (the memory guard's term; None: take it from a shape trace).
     largest_output: Callable[[Shape], int] | None = None
+    # Shape-only forwards run under FakeTensorMode (:func:`resnet_trace.tracer.shape_mode`): every
+    # model but the built-in one, whose meta trace answers its few operations directly.
+    fake: bool = False
+    fake_mode: Any = None  # the mode a model built on fake tensors belongs to
 
 
 def builtin_target(
@@ -125,6 +132,7 @@ def build(choice: ModelChoice, *, device: str = Device.META, init_seed: int | No
     if choice.builtin:
         from resnet_trace.spec import check_spec
 
+        device = Device.META if device == FAKE else device
         spec = check_spec(
             base_dim=BASE_DIM if choice.base_dim is None else choice.base_dim,
             num_classes=NUM_CLASSES if choice.num_classes is None else choice.num_classes,
@@ -143,7 +151,21 @@ def build(choice: ModelChoice, *, device: str = Device.META, init_seed: int | No
         for name in ("base_dim", "num_classes"):
             if getattr(choice, name) is not None:
                 kwargs[name] = getattr(choice, name)
-        model = build_model(choice.reference, kwargs, device=device, init_seed=init_seed)
+        mode = None
+        if device == FAKE:
+            from torch._subclasses.fake_tensor import FakeTensorMode
+
+            mode = FakeTensorMode(allow_non_fake_inputs=True)
+            try:
+                with mode:
+                    model = build_model(choice.reference, kwargs, device=Device.CPU)
+            except UsageError:
+                # code that cannot build on fake tensors (it reads a value): built on meta instead,
+                # traced on fake inputs all the same
+                mode = None
+                model = build_model(choice.reference, kwargs, device=Device.META)
+        else:
+            model = build_model(choice.reference, kwargs, device=device, init_seed=init_seed)
         target = model_target(
             model,
             block=choice.block,
@@ -151,7 +173,7 @@ def build(choice: ModelChoice, *, device: str = Device.META, init_seed: int | No
             args=tuple((k, repr(v)) for k, v in kwargs.items()),
         )
         info = dataclasses.replace(target.info, base_dim=choice.base_dim, num_classes=choice.num_classes)
-        target = dataclasses.replace(target, info=info)
+        target = dataclasses.replace(target, info=info, fake_mode=mode)
     else:
         if not isinstance(choice.model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, not {type(choice.model).__name__}")
@@ -188,6 +210,7 @@ def model_target(
         ),
         block_types=block_types,
         channels=first_conv_channels(model),
+        fake=True,
     )
 
 
@@ -217,6 +240,34 @@ def resolve_blocks(
 def default_input(target: Target) -> Shape:
     """1 x the model's channels x 224 x 224 (3 channels when the model does not say)."""
     return (1, target.channels or 3, 224, 224)
+
+
+def default_call(target: Target) -> tuple[InputTensor, ...]:
+    """The input a model is traced with when none is given, from what its first layer takes.
+
+    A transformers model says itself (its ``main_input_name`` and config); otherwise the first
+    module holding parameters decides: an embedding takes ``1x128`` token ids, a recurrent layer a
+    sequence of 16 steps, a linear layer one vector, an N-d convolution ``1xCx`` 224-wide
+    (16 frames of 112 for 3-d); anything else the seed's ``1x3x224x224``.
+    """
+    model = target.model
+    if target.info.source != "builtin" and hasattr(model, "main_input_name") and hasattr(model, "config"):
+        from resnet_trace.hfconfig import example_inputs
+
+        return tuple(InputTensor(name, tuple(shape), dtype) for name, shape, dtype in example_inputs(model))
+    first = next((m for m in model.modules() if next(m.parameters(recurse=False), None) is not None), None)
+    if isinstance(first, nn.Embedding):
+        return (InputTensor(None, (1, 128), "int64"),)
+    if isinstance(first, nn.RNNBase):
+        steps, size = 16, int(first.input_size)
+        return (InputTensor(None, (1, steps, size) if first.batch_first else (steps, 1, size)),)
+    if isinstance(first, nn.Linear):
+        return (InputTensor(None, (1, int(first.in_features))),)
+    if isinstance(first, nn.Conv1d):
+        return (InputTensor(None, (1, int(first.in_channels), 1024)),)
+    if isinstance(first, nn.Conv3d):
+        return (InputTensor(None, (1, int(first.in_channels), 16, 112, 112)),)
+    return (InputTensor(None, default_input(target)),)
 
 
 def check_channels(target: Target, shape: Shape, *, what: str | None = None) -> None:

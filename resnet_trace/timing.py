@@ -90,13 +90,18 @@ def _spread(values: list[float]) -> float:
 
 
 def _device(x: object) -> str:
+    from resnet_trace.feed import Feed
     from resnet_trace.ops import tensors_in
 
-    t = next(tensors_in(x), None)
+    t = next(tensors_in(x.tensors() if isinstance(x, Feed) else x), None)
     return t.device.type if t is not None else "cpu"
 
 
 def _call(model: torch.nn.Module, x: object) -> object:
+    from resnet_trace.feed import Feed
+
+    if isinstance(x, Feed):
+        return x.call(model)
     if isinstance(x, dict):
         return model(**x)
     return model(x)

@@ -9,7 +9,9 @@ activations on ``meta``), :func:`real_forward` is ``run``'s (statistics, logits,
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,10 +20,11 @@ import torch
 from torch import nn
 
 from resnet_trace.diagnosis import diagnose
+from resnet_trace.feed import Call, Feed, as_call, placeholders, plain_shape
 from resnet_trace.freeze import first_tensor, freeze_rows, output_shape, outputs, totals
 from resnet_trace.modtree import module_tree
 from resnet_trace.recorder import HookFailure, HookSession, Recorder, hook_session
-from resnet_trace.records import Depth, Device, RunInfo, Shape, Trace, TraceError, TreeNode
+from resnet_trace.records import Depth, Device, InputTensor, RunInfo, Shape, Trace, TraceError, TreeNode
 from resnet_trace.target import Target
 
 
@@ -87,6 +90,7 @@ def run_forward(
 def _forward(target: Target, x: Any, session: HookSession, train: bool) -> Forward:
     out = None
     failure: BaseException | None = None
+    feed = as_feed(x)
     # Every forward, as a fresh trace would: the model's code (or a failed forward) may have
     # changed a flag, and a module's own train() may do more than set it.
     target.model.train(train)
@@ -94,7 +98,7 @@ def _forward(target: Target, x: Any, session: HookSession, train: bool) -> Forwa
         grad = torch.enable_grad() if train else torch.no_grad()
         try:
             with grad:
-                out = target.model(**x) if isinstance(x, dict) else target.model(x)
+                out = feed.call(target.model)
         except (HookFailure, KeyboardInterrupt):
             raise
         except BaseException as exc:  # the model's own code failed on this input (SystemExit too)
@@ -115,14 +119,70 @@ def find_block_types(target: Target, x: Any) -> tuple[type[nn.Module], ...]:
     return choose_blocks(target.model, fwd.recorder.joiners).types
 
 
-def placeholder(target: Target, shape: Shape) -> torch.Tensor:
-    """A shape-only input: empty on ``meta`` when the model is there, else zeros beside its parameters."""
-    params = list(target.model.parameters())
-    dtype = param_dtype(target.model)
-    tensors = params + list(target.model.buffers())
-    if not params or (tensors and all(t.is_meta for t in tensors)):
-        return torch.empty(tuple(shape), device=Device.META, dtype=dtype)
-    return torch.zeros(tuple(shape), device=params[0].device, dtype=dtype)
+def as_feed(x: Any) -> Feed:
+    """A tensor (one positional input), a dict (keyword inputs) or a :class:`Feed`, as a Feed."""
+    if isinstance(x, Feed):
+        return x
+    if isinstance(x, dict):
+        return Feed((), x)
+    return Feed((x,))
+
+
+def shape_mode(target: Target) -> contextlib.AbstractContextManager[Any]:
+    """Where a shape-only forward of ``target`` runs: the built-in model on ``meta`` as it is; any
+    other model under ``FakeTensorMode``, as ``torch.export`` traces, so that code reading a tensor's
+    value while building a mask sees a traced tensor (transformers takes its static path) and the
+    CPU's own kernel choices and saved tensors are kept."""
+    if not target.fake:
+        return contextlib.nullcontext()
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    return target.fake_mode or FakeTensorMode(allow_non_fake_inputs=True)
+
+
+def fake_twin(target: Target) -> Target:
+    """``target`` with its model on fake tensors: the structure copied, every parameter and buffer a
+    fake twin of the real one (no data is copied, and the caller's model is never touched).
+
+    A model built on fake tensors, and the built-in one, are returned as they are. Parameters read
+    through a twin keep one storage each, so a saved view of one (``weight.t()``) is known for a
+    parameter and not counted as an activation.
+    """
+    if not target.fake or target.fake_mode is not None:
+        return target
+    import copy
+
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    memo: dict[int, Any] = {}
+    for p in target.model.parameters():
+        memo[id(p)] = nn.Parameter(mode.from_tensor(p), requires_grad=p.requires_grad)
+    for b in target.model.buffers():
+        memo[id(b)] = mode.from_tensor(b)
+    with warnings.catch_warnings():  # a fake tensor left on a module by an earlier trace is copied too
+        warnings.simplefilter("ignore", UserWarning)
+        model = copy.deepcopy(target.model, memo)
+    return dataclasses.replace(target, model=model, fake_mode=mode)
+
+
+def placeholder(target: Target, shape: Shape | Call) -> Feed:
+    """A shape-only input: empty tensors beside the model's parameters (inside :func:`shape_mode`
+    they are fake; a built-in model's are on ``meta``)."""
+    call = as_call(shape)
+    tensors = list(target.model.parameters()) + list(target.model.buffers())
+    floating = param_dtype(target.model)
+    if not target.fake:
+        params = list(target.model.parameters())
+        if not params or (tensors and all(t.is_meta for t in tensors)):
+            return placeholders(call, Device.META, floating)
+        # zeros, not empty: a real forward of a model on a real device reads them
+        feed = placeholders(call, params[0].device, floating)
+        for t in feed.tensors():
+            t.zero_()
+        return feed
+    device = tensors[0].device if tensors else torch.device("cpu")
+    return placeholders(call, device, floating)
 
 
 def param_dtype(model: nn.Module) -> torch.dtype:
@@ -132,25 +192,29 @@ def param_dtype(model: nn.Module) -> torch.dtype:
 
 def shape_only(
     target: Target,
-    shape: Shape,
+    shape: Shape | Call,
     *,
     command: str = "summary",
     train: bool = False,
     session: HookSession | None = None,
 ) -> Trace:
-    """A shape-only trace of ``shape``: on ``meta`` when the model is there, no weights, no activations.
+    """A shape-only trace of ``shape`` (a shape, or one call's tensors): no weights, no activations.
 
     ``train`` runs the forward with autograd in ``train()`` mode and records what it saves.
     ``session``: a :func:`session_of` ``target`` with the same ``train``, shared by several sizes.
     """
-    x = placeholder(target, shape)
-    fwd = run_forward(target, x, train=train, session=session)
-    return _trace(target, fwd, x, command=command, rows=freeze_rows(target, fwd.recorder, timed=False))
+    if session is None:
+        target = fake_twin(target)
+    with shape_mode(target):
+        x = placeholder(target, shape)
+        fwd = run_forward(target, x, train=train, session=session)
+        rows = freeze_rows(target, fwd.recorder, timed=False)
+        return _trace(target, fwd, x, command=command, rows=rows)
 
 
 def real_forward(
     target: Target,
-    x: torch.Tensor,
+    x: Feed | torch.Tensor,
     *,
     repeat: int = 1,
     top_k: int = 5,
@@ -165,7 +229,8 @@ def real_forward(
     ``leaves`` (for ``--depth layer``) adds statistics to every leaf call and times them in
     the timed passes, which otherwise hook only the row modules.
     """
-    device = x.device.type
+    x = as_feed(x)
+    device = x.first.device.type
     sync = torch.cuda.synchronize if device == Device.CUDA else (lambda: None)
     sync()
     t0 = time.perf_counter()
@@ -198,17 +263,26 @@ def real_forward(
 
 
 def _trace(
-    target: Target, fwd: Forward, x: torch.Tensor, *, command: str, rows: tuple, run: RunInfo | None = None
+    target: Target,
+    fwd: Forward,
+    x: Feed | torch.Tensor,
+    *,
+    command: str,
+    rows: tuple,
+    run: RunInfo | None = None,
 ) -> Trace:
     """The one place a :class:`Trace` is assembled from a forward."""
     rec = fwd.recorder
     ok = fwd.failure is None
+    feed = as_feed(x)
+    first = feed.first
+    call = describe_feed(feed)
     return Trace(
         command=command,
         model=target.info,
-        device=x.device.type,
-        dtype=str(x.dtype).removeprefix("torch."),
-        input_shape=tuple(int(d) for d in x.shape),
+        device=Device.META if target.fake and not run else first.device.type,
+        dtype=str(param_dtype(target.model)).removeprefix("torch."),  # the inputs' own: ``inputs``
+        input_shape=tuple(int(d) for d in first.shape),
         output_shape=output_shape(fwd.output) if ok else None,
         rows=rows,
         totals=totals(target.model, rec),
@@ -216,6 +290,15 @@ def _trace(
         accepted_sizes=target.accepted_sizes,
         outputs=outputs(fwd.output) if ok else (),
         run=run,
+        inputs=() if plain_shape(call) is not None else call,
+    )
+
+
+def describe_feed(feed: Feed) -> Call:
+    """The records of a feed's tensors, dtypes written out (ranges are not a tensor's to say)."""
+    return tuple(
+        InputTensor(name, tuple(int(d) for d in t.shape), str(t.dtype).removeprefix("torch."))
+        for name, t in [*((None, a) for a in feed.args), *feed.kwargs.items()]
     )
 
 
@@ -243,10 +326,12 @@ def _nested(value: object) -> object:
     return tuple(_nested(v) for v in value) if isinstance(value, list) else value
 
 
-def tree_of(target: Target, shape: Shape) -> tuple[TreeNode, TraceError | None]:
+def tree_of(target: Target, shape: Shape | Call) -> tuple[TreeNode, TraceError | None]:
     """The module tree, marked with what ran in a shape-only trace of ``shape``."""
-    x = placeholder(target, shape)
-    fwd = run_forward(target, x)
+    target = fake_twin(target)
+    with shape_mode(target):
+        x = placeholder(target, shape)
+        fwd = run_forward(target, x)
     error = None
     if fwd.failure is not None:
         rows = freeze_rows(target, fwd.recorder, timed=False)

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from resnet_trace.errors import UsageError
+from resnet_trace.feed import Feed
 from resnet_trace.ops import tensors_in
 from resnet_trace.records import Device, Kind, Optimizer, Row, TrainInfo
 
@@ -260,7 +261,7 @@ def _trim() -> None:
 
 def backward_step(
     model: nn.Module,
-    x: torch.Tensor,
+    x: Feed | torch.Tensor,
     *,
     target: int = 0,
     blocks: Sequence[tuple[str, nn.Module]],
@@ -304,8 +305,9 @@ def backward_step(
             handles.append(module.register_forward_hook(forward_hook(name)))
         model.train()
         start = time.perf_counter()
-        with _PeakMeter(x.device) as meter, torch.enable_grad():
-            logits = _logits(model(x))
+        feed = x if isinstance(x, Feed) else Feed((x,))
+        with _PeakMeter(feed.first.device) as meter, torch.enable_grad():
+            logits = _logits(feed.call(model))
             labels = torch.full((logits.shape[0],), int(target), dtype=torch.long, device=logits.device)
             loss = nn.functional.cross_entropy(logits.reshape(logits.shape[0], -1), labels)
             loss.backward()

@@ -7,10 +7,9 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import torch
-
 from resnet_trace.errors import UsageError
-from resnet_trace.records import Optimizer, Trace
+from resnet_trace.feed import Feed
+from resnet_trace.records import InputTensor, Optimizer, Shape, Trace
 from resnet_trace.spec import InvalidValue, check_shape
 from resnet_trace.target import Target
 from resnet_trace.tracer import shape_only
@@ -28,7 +27,7 @@ def with_train(target: Target, trace: Trace, *, optimizer: Optimizer, budget: in
 
     def peak(n: int) -> int:
         if n not in cache:
-            t = shape_only(target, check_shape((n, *trace.input_shape[1:])), train=True)
+            t = shape_only(target, _batched(trace, n), train=True)
             if t.error is not None or t.totals.activations_bytes is None:
                 raise UsageError(
                     f"batch {n} cannot be traced: {t.error.message if t.error else 'no activations'}"
@@ -54,9 +53,15 @@ def with_train(target: Target, trace: Trace, *, optimizer: Optimizer, budget: in
     return dataclasses.replace(trace, train=info)
 
 
-def with_backward(
-    meta_target: Target, target: Target, trace: Trace, x: torch.Tensor, *, target_class: int
-) -> Trace:
+def _batched(trace: Trace, n: int) -> Shape | tuple[InputTensor, ...]:
+    """The trace's input with a batch of ``n``: every tensor's first dimension (the batch) set to ``n``."""
+    if not trace.inputs:
+        shape = (n, *trace.input_shape[1:])
+        return check_shape(shape) if len(shape) == 4 else shape
+    return tuple(dataclasses.replace(t, shape=(n, *t.shape[1:])) for t in trace.inputs)
+
+
+def with_backward(meta_target: Target, target: Target, trace: Trace, x: Feed, *, target_class: int) -> Trace:
     """``trace`` (a real forward) with a real backward of cross-entropy against ``target_class``:
     per block the gradient norms, and the measured peak beside the predicted one."""
     from resnet_trace.recorder import keep_training_flags
@@ -70,7 +75,7 @@ def with_backward(
     )
     if classes is not None and not 0 <= target_class < classes:
         raise InvalidValue("target", f"target class must be in 0..{classes - 1}, not {target_class}")
-    predicted = shape_only(meta_target, trace.input_shape, train=True)
+    predicted = shape_only(meta_target, trace.inputs or trace.input_shape, train=True)
     blocks = grad_blocks(trace.rows, target.model)
     with keep_training_flags(target.model):
         step = backward_step(target.model, x, target=target_class, blocks=blocks)

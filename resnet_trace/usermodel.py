@@ -160,4 +160,13 @@ def build_model(
             return build(factory, ref, kwargs)
     if init_seed is not None:
         torch.manual_seed(init_seed)
-    return build(factory, ref, kwargs).to(device)
+    model = build(factory, ref, kwargs)
+    # inside a FakeTensorMode (a shape-only build) the tensors are fake already: nothing to move
+    return model if _fake(model) else model.to(device)
+
+
+def _fake(model: nn.Module) -> bool:
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    first = next(iter(model.parameters()), None)
+    return isinstance(first, FakeTensor)

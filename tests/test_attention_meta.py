@@ -75,8 +75,21 @@ def test_a_model_of_your_own_is_traced_with_attention_routed_the_builtin_without
     # goes without it
     with torch.device("meta"):
         model = Net()
-    trace_shapes(model_target(model, block="Attend", input_shape=(1, 3, 16)), (1, 3, 16))
-    assert model.blocks[0].modes_seen == [True]
+    # the trace runs on a fake twin of the model (the caller's is never touched): its calls are
+    # seen through the class
+    own: list[bool] = []
+    forward = Attend.forward
+
+    def watched(self: Attend, x: torch.Tensor) -> torch.Tensor:
+        own.append(torch._C._is_torch_function_mode_enabled())
+        return forward(self, x)
+
+    Attend.forward = watched  # type: ignore[method-assign]
+    try:
+        trace_shapes(model_target(model, block="Attend", input_shape=(1, 3, 16)), (1, 3, 16))
+    finally:
+        Attend.forward = forward  # type: ignore[method-assign]
+    assert own[-1] is True and model.blocks[0].modes_seen == []
 
     from resnet_trace.api import make_target
 

@@ -48,6 +48,7 @@ from resnet_trace.cli.options import (
     bounded,
     budget_bytes,
     check_filter,
+    input_calls,
     model_choice,
     one_shape,
     opt_positive,
@@ -57,7 +58,7 @@ from resnet_trace.cli.output import emit_differences, finish, reports_of, stoppe
 from resnet_trace.errors import ExitCode
 from resnet_trace.layout import BASE_DIM
 from resnet_trace.records import Depth, Device, DType, Format, GraphFormat, Head, Optimizer, Variant
-from resnet_trace.spec import expand_inputs, positive
+from resnet_trace.spec import positive
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 success; 1 check/diff found differences; 2 usage error (bad option or shape, "
@@ -139,7 +140,7 @@ def summary(
 
     traces = trace_inputs(
         model_choice(model, model_arg, base_dim, num_classes, variant, head, block, skip),
-        expand_inputs(input) if input else None,
+        input_calls(input, model),
         TraceOptions(train=train or budget is not None, optimizer=optimizer, budget=budget_bytes(budget)),
     )
     return finish(traces, reports_of(traces, depth, collapse, filter), format, output, svg)
@@ -155,7 +156,8 @@ def run(
         typer.Option(
             "--input-file",
             help="A .pt tensor (weights-only), a .npy array (no pickles) or an image "
-            "(.png/.jpg/.webp/.bmp, scaled to 0-1; needs the images extra: pip install 'resnet-trace[images]').",
+            "(.png/.jpg/.webp/.bmp, scaled to 0-1; needs the images extra: pip install 'resnet-trace[images]'). "
+            "With --model: a .pt dict or an .npz of named tensors, each passed by its name.",
         ),
     ] = None,
     weights: Annotated[
@@ -210,7 +212,7 @@ def run(
 
     if device is Device.META and (seed, repeat, top_k) != (0, 1, 5):
         _say("note: --device meta traces shapes only; --seed, --repeat and --top-k do not apply")
-    shapes = expand_inputs(input) if input else None
+    shapes = input_calls(input, model)
     options = TraceOptions(
         real=True,
         seed=seed,
@@ -262,7 +264,7 @@ def check(
         golden,
         base_dim=opt_positive("--base-dim", base_dim),
         num_classes=opt_positive("--num-classes", num_classes),
-        inputs=expand_inputs(input) if input else None,
+        inputs=input_calls(input, model),
         variant=variant,
         head=head,
         model=model,
@@ -370,7 +372,7 @@ def graph(
 
     (t,) = trace_inputs(
         model_choice(model, model_arg, base_dim, num_classes, variant, head, block, skip),
-        [one_shape(input)] if input else None,
+        [one_shape(input, model)] if input else None,
         TraceOptions(),
     )
     write_output(render_graph(t, format), output)
@@ -409,7 +411,7 @@ def tree(
         head=head,
         model_args=parse_model_args(model_arg),
         block=block,
-        input_shape=one_shape(input) if input else None,
+        input_shape=one_shape(input, model) if input else None,
     )
     if format is TreeFormat.JSON:
         write_output(result.to_json(), output)

@@ -44,7 +44,9 @@ Inputs = Annotated[
         "--input",
         "-i",
         help="Input shape NxCxHxW; repeat for several. Sweep one dimension "
-        "with lo-hi[:step] (1x3x190-230x224), or H and W together (1x3x190-230x190-230).",
+        "with lo-hi[:step] (1x3x190-230x224), or H and W together (1x3x190-230x190-230). "
+        "With --model, any tensors: [NAME=]DIMS[:DTYPE][[lo,hi)] joined by ',' "
+        "(input_ids=2x16:int64,attention_mask=2x16:int64).",
     ),
 ]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
@@ -85,7 +87,7 @@ BlockOpt = Annotated[
     str | None,
     typer.Option(
         "--block",
-        help="Class name of the blocks in --model (default: the modules that add onto their input).",
+        help="Class name(s) of the blocks in --model, joined by ',' (default: found from the dataflow).",
     ),
 ]
 SkipOpt = Annotated[
@@ -132,12 +134,24 @@ def skip_names(skip: str | None) -> tuple[str, ...] | None:
     return names
 
 
-def one_shape(value: str) -> tuple[int, int, int, int]:
-    """Commands that draw one trace take one shape, not a sweep."""
-    shapes = expand_inputs([value])
-    if len(shapes) != 1:
-        raise UsageError(f"--input {value!r} names {len(shapes)} shapes; this command takes one")
-    return shapes[0]
+def input_calls(values: list[str] | None, model: str | None) -> list[Any] | None:
+    """``--input`` values: NxCxHxW shapes for the built-in model (its own rules and messages), any
+    tensors (``[NAME=]DIMS[:DTYPE]``, joined by ``,``) for a ``--model``."""
+    if not values:
+        return None
+    if model is None:
+        return list(expand_inputs(values))
+    from resnet_trace.inputs import parse_inputs
+
+    return list(parse_inputs(values))
+
+
+def one_shape(value: str, model: str | None = None) -> Any:
+    """Commands that draw one trace take one input, not a sweep."""
+    calls = input_calls([value], model) or []
+    if len(calls) != 1:
+        raise UsageError(f"--input {value!r} names {len(calls)} shapes; this command takes one")
+    return calls[0]
 
 
 def model_choice(
@@ -161,7 +175,7 @@ def model_choice(
         variant=variant,
         head=head,
         args=parse_model_args(model_arg),
-        block=block,
+        block=None if block is None else tuple(b.strip() for b in block.split(",") if b.strip()) or None,
         skip=skip_names(skip),
     )
 

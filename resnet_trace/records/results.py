@@ -181,6 +181,11 @@ def trace_dict(report: Report) -> dict:
         if t.error is None
         else {"module": t.error.module, "message": t.error.message, "hint": t.error.hint},
     }
+    if t.inputs:  # several tensors, named ones or not floating: each one (input_shape is the first's)
+        doc["inputs"] = [
+            {"name": i.name, "shape": list(i.shape), "dtype": i.dtype, "low": i.low, "high": i.high}
+            for i in t.inputs
+        ]
     if t.totals.activations_bytes is not None:
         doc["totals"]["activations_bytes"] = t.totals.activations_bytes
     if t.train is not None:

@@ -147,6 +147,21 @@ class RunInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class InputTensor:
+    """One tensor of a model's input: passed as keyword ``name``, or positionally when ``None``.
+
+    ``dtype`` is a torch dtype's word (``int64``); ``None`` is a floating input in the model's own
+    floating dtype. ``low``/``high``: the values ``run`` draws, in ``[low, high)``.
+    """
+
+    name: str | None
+    shape: Shape
+    dtype: str | None = None
+    low: float | None = None
+    high: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Trace:
     """Everything a trace observed, in forward order. Renderers pick rows by depth."""
 
@@ -164,6 +179,8 @@ class Trace:
     outputs: tuple[OutputInfo, ...] = ()
     train: TrainInfo | None = None
     notes: tuple[str, ...] = ()  # what the user should know about how it was traced (stderr)
+    # Every tensor of the input, dtypes resolved; () for one positional tensor of ``input_shape``.
+    inputs: tuple[InputTensor, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

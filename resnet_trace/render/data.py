@@ -27,4 +27,8 @@ def model_title(t: Trace) -> str:
     args = ", ".join(f"{k}={v}" for k, v in m.args)
     params = f" ({m.model_params:,} params)" if m.model_params is not None else ""
     built = f"{m.model_class}{params}" if m.model_class else m.source
-    return f"{built} from {m.source}({args})" if m.source != "python" else built
+    if m.source == "python":
+        return built
+    if ":" not in m.source.replace("\\", "/").rsplit("/", 1)[-1]:  # a config file or folder: no call
+        return f"{built} from {m.source}" + (f" ({args})" if args else "")
+    return f"{built} from {m.source}({args})"

@@ -15,7 +15,7 @@ from rich.text import Text
 from resnet_trace.records import CUSTOM, Depth, Head, Kind, Report, Row, Trace, TrainInfo, Variant, shape_text
 from resnet_trace.render.bars import decades_below, log_bars
 from resnet_trace.render.data import model_title
-from resnet_trace.units import human
+from resnet_trace.units import human, input_text
 
 SPARK = "▁▂▃▄▅▆▇█"
 
@@ -28,7 +28,7 @@ def _title(t: Trace) -> str:
     if m.head not in (Head.AVGPOOL7, CUSTOM):
         extras.append(f"head {m.head}")
     extra = (" · " + " · ".join(extras)) if extras else ""
-    return f"{t.command} · {model_title(t)}{extra} · input {shape_text(t.input_shape)} · {t.device} {t.dtype}"
+    return f"{t.command} · {model_title(t)}{extra} · input {input_text(t.input_shape, t.inputs)} · {t.device} {t.dtype}"
 
 
 def _spark(rows: Sequence[Row]) -> dict[int, str]:
@@ -258,7 +258,7 @@ def sweep_table(reports: Sequence[Report]) -> Table:
         t = report.trace
         result = "ok" if t.error is None else f"stopped at {t.error.module}"
         table.add_row(
-            shape_text(t.input_shape),
+            input_text(t.input_shape, t.inputs),
             Text(result, style="green" if t.error is None else "red"),
             shape_text(t.output_shape),
             f"{t.totals.macs:,}" if t.error is None else "",

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 
 from resnet_trace.records import Depth, Report, Row, row_dict, shape_text
 from resnet_trace.render.data import model_title
+from resnet_trace.units import input_text
 
 # The row fields in the order of the JSON document (records.row_dict, the one description of a
 # row); ``conv`` and ``activation`` are flattened. tests/test_document.py checks this list against
@@ -98,7 +99,11 @@ def render_csv(reports: Sequence[Report]) -> str:
     for report in reports:
         error = report.trace.error.module if report.trace.error else ""
         for row in report.rows:
-            cells = {"input": shape_text(report.trace.input_shape), "error": error, **csv_cells(row)}
+            cells = {
+                "input": input_text(report.trace.input_shape, report.trace.inputs),
+                "error": error,
+                **csv_cells(row),
+            }
             lines.append([cells.get(k, "") for k in CSV_COLUMNS])
     return csv_text(CSV_COLUMNS, lines)
 
@@ -124,7 +129,7 @@ def render_markdown(reports: Sequence[Report]) -> str:
     for report in reports:
         t = report.trace
         run = t.command == "run"
-        out.append(f"### {t.command} · {model_title(t)} · input {shape_text(t.input_shape)}")
+        out.append(f"### {t.command} · {model_title(t)} · input {input_text(t.input_shape, t.inputs)}")
         out.append("")
         header = ["#", "name", "kind", "depth", "parent", "input", "output", "skip", "params", "MACs"]
         if report.depth is Depth.STAGE:
