@@ -39,7 +39,7 @@ from resnet_trace.target import FAKE, Target, build, check_channels, default_cal
 from resnet_trace.tracer import (
     describe_feed,
     fake_twin,
-    find_block_types,
+    find_blocks,
     param_dtype,
     placeholder,
     real_forward,
@@ -99,8 +99,11 @@ def with_blocks(target: Target, shape: Shape | Call) -> Target:
         return target
     twin = fake_twin(target)
     with shape_mode(twin):
-        types = find_block_types(twin, placeholder(twin, shape))
-    info = dataclasses.replace(target.info, block=",".join(t.__name__ for t in types), block_found=True)
+        found = find_blocks(twin, placeholder(twin, shape))
+    types = found.types
+    info = dataclasses.replace(
+        target.info, block=",".join(t.__name__ for t in types), block_found=True, block_rule=found.rule.value
+    )
     return dataclasses.replace(target, block_types=types, info=info)
 
 

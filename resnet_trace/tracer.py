@@ -23,7 +23,7 @@ from resnet_trace.diagnosis import diagnose
 from resnet_trace.feed import Call, Feed, as_call, placeholders, plain_shape
 from resnet_trace.freeze import first_tensor, freeze_rows, output_shape, outputs, totals
 from resnet_trace.modtree import module_tree
-from resnet_trace.recorder import HookFailure, HookSession, Recorder, hook_session
+from resnet_trace.recorder import BlockChoice, HookFailure, HookSession, Recorder, hook_session
 from resnet_trace.records import Depth, Device, InputTensor, RunInfo, Shape, Trace, TraceError, TreeNode
 from resnet_trace.target import Target
 
@@ -113,10 +113,15 @@ def find_block_types(target: Target, x: Any) -> tuple[type[nn.Module], ...]:
     longest ``Sequential`` or ``ModuleList`` (:func:`resnet_trace.recorder.choose_blocks`).
     One forward, every non-leaf call a scope.
     """
+    return find_blocks(target, x).types
+
+
+def find_blocks(target: Target, x: Any) -> BlockChoice:
+    """:func:`find_block_types`, with the rule that found them (joins, repeated class, none)."""
     from resnet_trace.recorder import choose_blocks
 
     fwd = run_forward(target, x, find_blocks=True, block_types=())
-    return choose_blocks(target.model, fwd.recorder.joiners).types
+    return choose_blocks(target.model, fwd.recorder.joiners)
 
 
 def as_feed(x: Any) -> Feed:

@@ -53,9 +53,15 @@ def finish(traces: list, reports: list[Report], fmt: Format, output: Path | None
         _say(note)
     m = traces[0].model if traces else None
     if m is not None and m.block_found and fmt in (Format.TABLE, Format.MARKDOWN):
-        _say(
-            f"note: blocks are {m.block or 'none found'} (the modules that add onto their input; set --block)"
+        how = {
+            "repeated": "no module joins its own input stream; the repeated class of the longest "
+            "Sequential or ModuleList",
+            "none": "no module joins its own input stream and none repeats",
+        }.get(
+            m.block_rule,
+            "the outermost modules that join their own input stream: a residual add or a concatenation",
         )
+        _say(f"note: blocks are {m.block or 'none found'} ({how}; set --block)")
     write_output(render(reports, fmt, output), output)
     save_svg(reports, svg)
     return stopped([(t.input_shape, t.error) for t in traces])

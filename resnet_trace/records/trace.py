@@ -103,6 +103,9 @@ class ModelInfo:
     model_params: int | None = None
     args: tuple[tuple[str, str], ...] = ()  # the arguments passed to the factory: (name, repr)
     block_found: bool = False  # the block class was found by the tool, not given
+    # how they were found: "joins" (the outermost modules joining their own stream), "repeated"
+    # (the repeated class of the longest Sequential/ModuleList) or "none"; "" when given
+    block_rule: str = ""
 
 
 @dataclass(frozen=True, slots=True)

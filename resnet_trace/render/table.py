@@ -219,11 +219,18 @@ def notes(report: Report) -> list[RenderableType]:
                 f"{tot.params_unused:,} params."
             )
         )
-    elif tot.unused_modules:
+    elif tot.unused_modules and t.model.source == "builtin":
         out.append(
             Text(
                 f"Never ran: {len(tot.unused_modules)} module(s) holding {tot.params_unused:,} params "
                 f"({', '.join(tot.unused_modules)}); they are counted in the total, as in the seed's checkpoints."
+            )
+        )
+    elif tot.unused_modules:  # a module of your own may have run and left one parameter unread
+        out.append(
+            Text(
+                f"Never read: {tot.params_unused:,} params of {len(tot.unused_modules)} module(s) "
+                f"({', '.join(tot.unused_modules)}); no operation read them. They are counted in the total."
             )
         )
     if report.filter:

@@ -179,7 +179,8 @@ def render_markdown(reports: Sequence[Report]) -> str:
         scope = " (whole model; rows filtered)" if report.filter else ""
         out.append(
             f"**Totals{scope}:** {tot.params:,} params, {tot.macs:,} MACs, "
-            f"{tot.params_unused:,} params in modules that never ran"
+            f"{tot.params_unused:,} params "
+            + ("in modules that never ran" if t.model.source == "builtin" else "never read")
             + (f" ({', '.join(f'`{m}`' for m in tot.unused_modules)})" if tot.unused_modules else "")
             + "."
         )
