@@ -33,6 +33,7 @@ from resnet_trace.records import (
     Head,
     ModuleTree,
     Optimizer,
+    Precision,
     Report,
     Shape,
     Trace,
@@ -68,6 +69,9 @@ def trace(
     train: bool = False,
     optimizer: Optimizer | str | None = None,
     budget: int | str | None = None,
+    precision: Precision | str = Precision.FP32,
+    checkpoint: bool = False,
+    trainable: str | None = None,
     backward: bool = False,
     target: int | None = None,
 ) -> Report:
@@ -80,7 +84,9 @@ def trace(
     ``weights``, ``input_file`` and ``backward`` imply ``real``. ``device`` and ``dtype`` default to
     the model's own (the CPU and float32 for the seed); a ``model`` passed in is copied before it
     is moved, cast or loaded into, never changed.
-    ``train``/``optimizer``/``budget`` add a training step's memory (``summary --train``);
+    ``train``/``optimizer``/``budget`` add a training step's memory (``summary --train``), with
+    ``precision`` (``"bf16"``, ``"bf16-autocast"``...), ``checkpoint`` (every block) and
+    ``trainable`` (a regex: only matching parameters get gradients) describing the step;
     ``backward``/``target`` a real backward with gradient norms (``run --backward``).
     An option that does not apply to the trace asked for is a ``ValueError``.
     The result's ``to_dict()`` is the CLI's ``--format json`` document for the same options.
@@ -129,6 +135,9 @@ def trace(
         backward=backward,
         target_class=0 if target is None else target,
         example=example,
+        precision=precision,
+        checkpoint=checkpoint,
+        trainable=trainable,
     )
     try:
         (t,) = trace_inputs(choice, [call] if call else None, options)

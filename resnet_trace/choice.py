@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from resnet_trace.errors import UsageError
-from resnet_trace.records import CUSTOM, Device, DType, Head, Optimizer, Variant
+from resnet_trace.records import CUSTOM, Device, DType, Head, Optimizer, Precision, Variant
 from resnet_trace.spec import InvalidValue, integer, word
 
 
@@ -90,6 +90,17 @@ class ModelChoice:
         return CUSTOM, CUSTOM
 
 
+def _check_pattern(pattern: str) -> None:
+    import re
+
+    if not isinstance(pattern, str) or len(pattern) > 1000:
+        raise InvalidValue("trainable", "trainable must be a regular expression of at most 1,000 characters")
+    try:
+        re.compile(pattern)
+    except (re.error, OverflowError, RecursionError) as exc:
+        raise InvalidValue("trainable", f"trainable {pattern!r} is not a regular expression: {exc}") from None
+
+
 @dataclass(frozen=True)
 class TraceOptions:
     """How to trace each input: shape-only (``summary``) or a real forward (``run``), and what to add.
@@ -116,6 +127,9 @@ class TraceOptions:
     backward: bool = False
     target_class: int = 0
     example: Any = None  # a Feed of example tensors (the API's inputs=): a real forward runs on them
+    precision: Precision | str = Precision.FP32  # a training step's storage and compute (--train)
+    checkpoint: bool = False  # every block checkpointed (--train)
+    trainable: str | None = None  # a regex: only parameters whose name matches get a gradient (--train)
 
     def __post_init__(self) -> None:
         if self.device is not None:
@@ -123,6 +137,16 @@ class TraceOptions:
         if self.dtype is not None:
             object.__setattr__(self, "dtype", word("dtype", DType, self.dtype))
         object.__setattr__(self, "optimizer", word("optimizer", Optimizer, self.optimizer))
+        object.__setattr__(self, "precision", word("precision", Precision, self.precision))
+        for name, given in (
+            ("precision", self.precision is not Precision.FP32),
+            ("checkpoint", self.checkpoint),
+            ("trainable", self.trainable is not None),
+        ):
+            if given and not (self.train or self.budget is not None):
+                raise InvalidValue(name, f"{name} describes a training step: it applies with train (--train)")
+        if self.trainable is not None:
+            _check_pattern(self.trainable)
         integer("seed", self.seed, low=0)
         integer("repeat", self.repeat)
         integer("top_k", self.top_k)

@@ -150,6 +150,7 @@ def totals(model: nn.Module, rec: Recorder) -> Totals:
         unused_modules=tuple(name for name, _ in unused),
         macs=rec.macs,
         activations_bytes=sum(rec.saved_all.values()) if rec.train else None,
+        unread_params=tuple(name for name, p in model.named_parameters() if id(p) not in rec.read),
     )
 
 

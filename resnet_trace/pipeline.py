@@ -29,6 +29,7 @@ from resnet_trace.records import (
     Head,
     InputTensor,
     Optimizer,
+    Precision,
     Shape,
     Trace,
     Variant,
@@ -37,6 +38,8 @@ from resnet_trace.records import (
 from resnet_trace.spec import InvalidValue, ModelSpec
 from resnet_trace.target import FAKE, Target, build, check_channels, default_call
 from resnet_trace.tracer import (
+    StepRegime,
+    cast,
     describe_feed,
     fake_twin,
     find_blocks,
@@ -47,7 +50,7 @@ from resnet_trace.tracer import (
     shape_mode,
     shape_only,
 )
-from resnet_trace.trainview import with_backward, with_train
+from resnet_trace.trainview import largest_block_saved, with_backward, with_train
 
 DTYPES = {DType.FLOAT32: torch.float32, DType.FLOAT16: torch.float16, DType.BFLOAT16: torch.bfloat16}
 
@@ -129,27 +132,70 @@ def _own(
 
 # -- summary: shape-only ------------------------------------------------------------------------------
 def _shape_only(choice: ModelChoice, calls: list[Call], options: TraceOptions) -> list[Trace]:
-    target = build(choice, device=FAKE)
+    precision = Precision(options.precision)
+    if precision is not Precision.FP32 and options.dtype is not None:
+        raise InvalidValue(
+            "precision", "give precision or dtype, not both: precision sets the dtype of a step"
+        )
+    target = build(choice, device=FAKE, fake_seed=precision.autocast)
     given = None  # a module passed in: its fake twin is traced, the module itself only on a CPU retry
     if not choice.builtin and not isinstance(choice.model, str):
-        given = _own(target, None, options.dtype)
+        given = target
         target = fake_twin(given)
-    elif options.dtype is not None and (not choice.builtin or options.dtype is not DType.FLOAT32):
-        target.model.to(dtype=dtype_of(options.dtype))  # ours are built in float32
+    if options.dtype is not None and (not choice.builtin or options.dtype is not DType.FLOAT32):
+        cast(target, dtype_of(options.dtype))  # ours are built in float32
+    if not precision.autocast and precision is not Precision.FP32:
+        cast(target, getattr(torch, precision.dtype_word))  # stored and run in it
+    if options.trainable is not None:
+        _freeze(target, options.trainable)
     calls = calls or [default_call(target)]
     notes = [n for c in calls for n in _check_call(target, c)]
     target = with_blocks(target, calls[0])
     train = options.train
+    regime = StepRegime(autocast=precision.dtype_word if precision.autocast else None)
     with session_of(target, train=train) as session:  # hooks registered once for every size
-        traces = [shape_only(target, c, command="summary", train=train, session=session) for c in calls]
+        traces = [
+            shape_only(target, c, command="summary", train=train, session=session, regime=regime)
+            for c in calls
+        ]
     if not choice.builtin and any(t.error is not None for t in traces):
         traces = _cpu_fallback(traces, target, choice, calls, train, given)
     if train:
+        again = [0] * len(traces)
+        if options.checkpoint:
+            again = [largest_block_saved(t) for t in traces]
+            regime = dataclasses.replace(regime, checkpoint=True)
+            traces = [
+                shape_only(target, c, command="summary", train=True, regime=regime) if t.error is None else t
+                for t, c in zip(traces, calls)
+            ]
         traces = [
-            with_train(target, t, optimizer=Optimizer(options.optimizer), budget=options.budget)
-            for t in traces
+            with_train(
+                target,
+                t,
+                optimizer=Optimizer(options.optimizer),
+                budget=options.budget,
+                regime=regime,
+                precision=precision,
+                recompute=r,
+            )
+            for t, r in zip(traces, again)
         ]
     return _noted(traces, notes)
+
+
+def _freeze(target: Target, pattern: str) -> None:
+    """``--trainable``: every parameter whose name does not match ``pattern`` frozen (a model of ours)."""
+    import re
+
+    rx = re.compile(pattern)
+    names = [name for name, _ in target.model.named_parameters()]
+    if not any(rx.search(n) for n in names):
+        raise InvalidValue(
+            "trainable", f"trainable {pattern!r} matches no parameter (names like {', '.join(names[:4])})"
+        )
+    for name, p in target.model.named_parameters():
+        p.requires_grad_(bool(rx.search(name)))
 
 
 def _check_call(target: Target, call: Call) -> tuple[str, ...]:

@@ -73,8 +73,15 @@ def builtin_target(
     from resnet_trace.model import BottleNeck, ResNet
     from resnet_trace.ops import MetaBuild
 
+    mode = None
     if device == Device.META:
         with MetaBuild():
+            model = ResNet(base_dim, num_classes, variant=variant, head=head)
+    elif device == FAKE:  # fake tensors on the CPU: what torch.autocast sees as CPU tensors
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        mode = FakeTensorMode(allow_non_fake_inputs=True)
+        with mode:
             model = ResNet(base_dim, num_classes, variant=variant, head=head)
     else:
         if init_seed is not None:
@@ -107,6 +114,8 @@ def builtin_target(
         channels=STEM_CHANNELS,
         advice=advice,
         attention=False,  # convolutions, pools and a linear head only
+        fake=mode is not None,
+        fake_mode=mode,
         largest_output=lambda shape: largest_output(
             shape, base_dim, num_classes, adaptive=head is Head.ADAPTIVE
         ),
@@ -123,16 +132,19 @@ def first_conv_channels(model: nn.Module) -> int | None:
     return None
 
 
-def build(choice: ModelChoice, *, device: str = Device.META, init_seed: int | None = None) -> Target:
+def build(
+    choice: ModelChoice, *, device: str = Device.META, init_seed: int | None = None, fake_seed: bool = False
+) -> Target:
     """The model ``choice`` names, built on ``device`` (``meta``: no weights, no memory).
 
     A user's model without ``block`` gets its blocks found later, once the input is known
-    (:func:`resnet_trace.pipeline.with_blocks`).
+    (:func:`resnet_trace.pipeline.with_blocks`). ``device=FAKE`` builds a user's model on fake
+    tensors, and the seed on ``meta`` unless ``fake_seed`` (autocast needs CPU tensors, fake ones).
     """
     if choice.builtin:
         from resnet_trace.spec import check_spec
 
-        device = Device.META if device == FAKE else device
+        device = Device.META if device == FAKE and not fake_seed else device
         spec = check_spec(
             base_dim=BASE_DIM if choice.base_dim is None else choice.base_dim,
             num_classes=NUM_CLASSES if choice.num_classes is None else choice.num_classes,

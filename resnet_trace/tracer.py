@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,15 +161,35 @@ def fake_twin(target: Target) -> Target:
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     mode = FakeTensorMode(allow_non_fake_inputs=True)
+
+    def twin(t: torch.Tensor) -> torch.Tensor:
+        if t.is_meta:  # a module built on meta: fakes on the CPU, so that it runs as the CPU would
+            with mode:
+                return torch.empty_strided(tuple(t.shape), tuple(t.stride()), dtype=t.dtype, device="cpu")
+        return mode.from_tensor(t)
+
     memo: dict[int, Any] = {}
     for p in target.model.parameters():
-        memo[id(p)] = nn.Parameter(mode.from_tensor(p), requires_grad=p.requires_grad)
+        memo[id(p)] = nn.Parameter(twin(p), requires_grad=p.requires_grad)
     for b in target.model.buffers():
-        memo[id(b)] = mode.from_tensor(b)
+        memo[id(b)] = twin(b)
     with warnings.catch_warnings():  # a fake tensor left on a module by an earlier trace is copied too
         warnings.simplefilter("ignore", UserWarning)
         model = copy.deepcopy(target.model, memo)
     return dataclasses.replace(target, model=model, fake_mode=mode)
+
+
+def cast(target: Target, dtype: torch.dtype) -> None:
+    """Every floating parameter and buffer of ``target`` (a model this tool owns: built, or a fake
+    twin) in ``dtype``. A fake model is cast tensor by tensor inside its mode (``Module.to`` cannot
+    swap fake parameters)."""
+    if target.fake_mode is None:
+        target.model.to(dtype=dtype)
+        return
+    with target.fake_mode, torch.no_grad():
+        for t in [*target.model.parameters(), *target.model.buffers()]:
+            if t.is_floating_point():
+                t.data = t.data.to(dtype)
 
 
 def placeholder(target: Target, shape: Shape | Call) -> Feed:
@@ -195,6 +216,15 @@ def param_dtype(model: nn.Module) -> torch.dtype:
     return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
 
+@dataclass(frozen=True)
+class StepRegime:
+    """How a ``--train`` forward runs: under ``torch.autocast`` in ``autocast`` (a dtype word), and
+    with every block checkpointed (``torch.utils.checkpoint``, non-reentrant)."""
+
+    autocast: str | None = None
+    checkpoint: bool = False
+
+
 def shape_only(
     target: Target,
     shape: Shape | Call,
@@ -202,19 +232,63 @@ def shape_only(
     command: str = "summary",
     train: bool = False,
     session: HookSession | None = None,
+    regime: StepRegime | None = None,
 ) -> Trace:
     """A shape-only trace of ``shape`` (a shape, or one call's tensors): no weights, no activations.
 
     ``train`` runs the forward with autograd in ``train()`` mode and records what it saves.
     ``session``: a :func:`session_of` ``target`` with the same ``train``, shared by several sizes.
+    ``regime``: autocast and activation checkpointing for a ``train`` forward.
     """
     if session is None:
         target = fake_twin(target)
-    with shape_mode(target):
+    regime = regime or StepRegime()
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(shape_mode(target))
+        if session is None and regime.checkpoint:
+            session = stack.enter_context(session_of(target, train=train))
         x = placeholder(target, shape)
+        if regime.autocast is not None:
+            device = x.first.device.type
+            dtype = getattr(torch, regime.autocast)
+            stack.enter_context(torch.autocast("cpu" if device == Device.META else device, dtype=dtype))
+        if regime.checkpoint:
+            assert session is not None
+            stack.enter_context(_checkpointed(target, session))
         fwd = run_forward(target, x, train=train, session=session)
         rows = freeze_rows(target, fwd.recorder, timed=False)
         return _trace(target, fwd, x, command=command, rows=rows)
+
+
+@contextlib.contextmanager
+def _checkpointed(target: Target, session: HookSession) -> Iterator[None]:
+    """Every block of ``target`` (a model this tool owns: a copy or its own build) run through
+    ``torch.utils.checkpoint.checkpoint(..., use_reentrant=False)``, as transformers'
+    ``gradient_checkpointing_enable()`` does: autograd keeps each block's inputs and nothing saved
+    inside it (recomputed in the backward). The inputs are recorded as saved, once per storage."""
+    from torch.utils.checkpoint import checkpoint
+
+    from resnet_trace.ops import tensors_in
+
+    blocks = [m for m in target.model.modules() if target.block_types and isinstance(m, target.block_types)]
+
+    def keep_inputs(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        rec = session.recorder
+        if rec is not None:
+            for t in tensors_in((args, kwargs)):
+                if t.is_floating_point():
+                    rec.pack(t)
+
+    handles = [m.register_forward_pre_hook(keep_inputs, with_kwargs=True, prepend=True) for m in blocks]
+    for m in blocks:
+        m.forward = functools.partial(checkpoint, m.forward, use_reentrant=False)
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        for m in blocks:
+            del m.forward  # the class's own forward again
 
 
 def real_forward(

@@ -126,13 +126,22 @@ def train_info(
     optimizer: Optimizer,
     budget_bytes: int | None = None,
     peak_of_batch: Callable[[int], int] | None = None,
+    grad_params: Sequence[nn.Parameter] | None = None,
+    recompute_bytes: int = 0,
 ) -> TrainInfo:
     """The memory of one training step, from a ``--train`` trace's rows and its saved-activation total.
 
     With ``budget_bytes``, ``peak_of_batch`` (the ``peak_bytes`` of the same model traced at batch
     ``n``) finds ``fit_batch``. ``model`` may live on ``meta``: only parameter sizes are read.
     """
-    p, g, o = params_bytes(model), grads_bytes(model), optimizer_bytes(model, optimizer)
+    p = params_bytes(model)
+    if grad_params is None:
+        g = grads_bytes(model)
+        trainable = None
+    else:
+        g = sum(q.numel() * q.element_size() for q in grad_params)
+        trainable = sum(q.numel() for q in grad_params)
+    o = optimizer.state_multiplier * g
     t = transient_bytes(rows)
     info = TrainInfo(
         optimizer=optimizer.value,
@@ -141,7 +150,9 @@ def train_info(
         optimizer_bytes=o,
         activations_bytes=activations_bytes,
         transient_bytes=t,
-        peak_bytes=p + g + o + activations_bytes + t,
+        peak_bytes=p + g + o + activations_bytes + t + recompute_bytes,
+        recompute_bytes=recompute_bytes,
+        trainable_params=trainable,
     )
     if budget_bytes is not None:
         if peak_of_batch is None:

@@ -7,50 +7,81 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from torch import nn
+
 from resnet_trace.errors import UsageError
 from resnet_trace.feed import Feed
-from resnet_trace.records import InputTensor, Optimizer, Shape, Trace
+from resnet_trace.records import InputTensor, Kind, Optimizer, Precision, Shape, Trace, TrainInfo
 from resnet_trace.spec import InvalidValue, check_shape
 from resnet_trace.target import Target
-from resnet_trace.tracer import shape_only
+from resnet_trace.tracer import StepRegime, shape_only
+from resnet_trace.training import train_info
 
 
-def with_train(target: Target, trace: Trace, *, optimizer: Optimizer, budget: int | None = None) -> Trace:
-    """``trace`` (made with ``train=True``) with the memory of one training step, and the batch that fits.
+def with_train(
+    target: Target,
+    trace: Trace,
+    *,
+    optimizer: Optimizer,
+    budget: int | None = None,
+    regime: StepRegime | None = None,
+    precision: Precision = Precision.FP32,
+    recompute: int = 0,
+) -> Trace:
+    """``trace`` (made with ``train=True`` under ``regime``) with the memory of one training step,
+    and the batch that fits.
 
-    ``budget`` (bytes) adds ``fit_batch``: the largest batch whose ``peak_bytes`` fits, each
-    candidate batch traced shape-only like this one.
+    Only parameters that require grad and that an operation read get a gradient and optimizer
+    state (Adam keeps none for a parameter whose ``.grad`` stays ``None``). ``recompute``: with
+    checkpointing, the largest block's saved bytes (from a trace without it), live again while that
+    block is recomputed in the backward. ``budget`` (bytes) adds ``fit_batch``: the largest batch
+    whose ``peak_bytes`` fits, each candidate batch traced shape-only like this one.
     """
-    from resnet_trace.training import train_info
-
+    regime = regime or StepRegime()
     cache: dict[int, int] = {}
+
+    def info_of(t: Trace, again: int, **more: object) -> TrainInfo:
+        return train_info(
+            model=target.model,
+            rows=t.rows,
+            activations_bytes=t.totals.activations_bytes or 0,
+            optimizer=optimizer,
+            grad_params=grad_params(target, t),
+            recompute_bytes=again,
+            **more,  # type: ignore[arg-type]
+        )
 
     def peak(n: int) -> int:
         if n not in cache:
-            t = shape_only(target, _batched(trace, n), train=True)
+            batched = _batched(trace, n)
+            t = shape_only(target, batched, train=True, regime=regime)
             if t.error is not None or t.totals.activations_bytes is None:
                 raise UsageError(
                     f"batch {n} cannot be traced: {t.error.message if t.error else 'no activations'}"
                 )
-            cache[n] = train_info(
-                model=target.model,
-                rows=t.rows,
-                activations_bytes=t.totals.activations_bytes,
-                optimizer=optimizer,
-            ).peak_bytes
+            again = 0
+            if regime.checkpoint:
+                plain = dataclasses.replace(regime, checkpoint=False)
+                again = largest_block_saved(shape_only(target, batched, train=True, regime=plain))
+            cache[n] = info_of(t, again).peak_bytes
         return cache[n]
 
     if trace.error is not None or trace.totals.activations_bytes is None:
         return trace
-    info = train_info(
-        model=target.model,
-        rows=trace.rows,
-        activations_bytes=trace.totals.activations_bytes,
-        optimizer=optimizer,
-        budget_bytes=budget,
-        peak_of_batch=peak if budget is not None else None,
-    )
+    info = info_of(trace, recompute, budget_bytes=budget, peak_of_batch=peak if budget is not None else None)
+    info = dataclasses.replace(info, precision=precision.value, checkpoint=regime.checkpoint)
     return dataclasses.replace(trace, train=info)
+
+
+def grad_params(target: Target, trace: Trace) -> list[nn.Parameter]:
+    """The parameters a backward gives a gradient: they require grad, and an operation read them."""
+    unread = set(trace.totals.unread_params)
+    return [p for name, p in target.model.named_parameters() if p.requires_grad and name not in unread]
+
+
+def largest_block_saved(trace: Trace) -> int:
+    """The most any one block call saved for the backward (what recomputing it holds again)."""
+    return max((r.saved_bytes or 0 for r in trace.rows if r.kind is Kind.BLOCK), default=0)
 
 
 def _batched(trace: Trace, n: int) -> Shape | tuple[InputTensor, ...]:
@@ -65,7 +96,7 @@ def with_backward(meta_target: Target, target: Target, trace: Trace, x: Feed, *,
     """``trace`` (a real forward) with a real backward of cross-entropy against ``target_class``:
     per block the gradient norms, and the measured peak beside the predicted one."""
     from resnet_trace.recorder import keep_training_flags
-    from resnet_trace.training import backward_step, grad_blocks, train_info, with_grads, with_measurement
+    from resnet_trace.training import backward_step, grad_blocks, with_grads, with_measurement
 
     if trace.error is not None:
         return trace
@@ -84,5 +115,6 @@ def with_backward(meta_target: Target, target: Target, trace: Trace, x: Feed, *,
         rows=predicted.rows,
         activations_bytes=predicted.totals.activations_bytes or 0,
         optimizer=Optimizer.SGD,
+        grad_params=grad_params(meta_target, predicted),
     )
     return dataclasses.replace(trace, rows=with_grads(trace.rows, step), train=with_measurement(info, step))

@@ -30,6 +30,7 @@ from resnet_trace.cli.options import (
     BaseDim,
     BlockOpt,
     BudgetOpt,
+    CheckpointOpt,
     CollapseOpt,
     DepthOpt,
     FilterOpt,
@@ -41,8 +42,10 @@ from resnet_trace.cli.options import (
     NumClasses,
     OptimizerOpt,
     Output,
+    PrecisionOpt,
     SkipOpt,
     SvgOpt,
+    TrainableOpt,
     TrainOpt,
     VariantOpt,
     bounded,
@@ -57,7 +60,17 @@ from resnet_trace.cli.options import (
 from resnet_trace.cli.output import emit_differences, finish, reports_of, stopped
 from resnet_trace.errors import ExitCode
 from resnet_trace.layout import BASE_DIM
-from resnet_trace.records import Depth, Device, DType, Format, GraphFormat, Head, Optimizer, Variant
+from resnet_trace.records import (
+    Depth,
+    Device,
+    DType,
+    Format,
+    GraphFormat,
+    Head,
+    Optimizer,
+    Precision,
+    Variant,
+)
 from resnet_trace.spec import positive
 
 EXIT_CODES_HELP = (
@@ -130,6 +143,9 @@ def summary(
     train: TrainOpt = False,
     optimizer: OptimizerOpt = Optimizer.ADAM,
     budget: BudgetOpt = None,
+    precision: PrecisionOpt = Precision.FP32,
+    checkpoint: CheckpointOpt = False,
+    trainable: TrainableOpt = None,
     debug: DebugOpt = False,
 ) -> int:
     """Shapes, params, MACs and skip paths per block, without weights or activations (meta device)."""
@@ -141,7 +157,14 @@ def summary(
     traces = trace_inputs(
         model_choice(model, model_arg, base_dim, num_classes, variant, head, block, skip),
         input_calls(input, model),
-        TraceOptions(train=train or budget is not None, optimizer=optimizer, budget=budget_bytes(budget)),
+        TraceOptions(
+            train=train or budget is not None,
+            optimizer=optimizer,
+            budget=budget_bytes(budget),
+            precision=precision,
+            checkpoint=checkpoint,
+            trainable=trainable,
+        ),
     )
     return finish(traces, reports_of(traces, depth, collapse, filter), format, output, svg)
 

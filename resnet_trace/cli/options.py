@@ -16,7 +16,7 @@ import typer
 from resnet_trace.cli.io import output_path
 from resnet_trace.errors import UsageError
 from resnet_trace.layout import BASE_DIM, NUM_CLASSES
-from resnet_trace.records import Depth, Format, Head, Optimizer, Variant
+from resnet_trace.records import Depth, Format, Head, Optimizer, Precision, Variant
 from resnet_trace.spec import expand_inputs, positive
 
 # -- shared options (defined once) ------------------------------------------------
@@ -121,6 +121,32 @@ BudgetOpt = Annotated[
     typer.Option(
         "--budget",
         help="With --train: a memory size (24GiB, 8e9); adds fit_batch, the largest batch that fits.",
+    ),
+]
+
+PrecisionOpt = Annotated[
+    Precision,
+    typer.Option(
+        "--precision",
+        help="With --train: parameters stored and run in fp32, bf16 or fp16; or fp32 master weights "
+        "with the forward under torch.autocast (bf16-autocast, fp16-autocast).",
+    ),
+]
+CheckpointOpt = Annotated[
+    bool,
+    typer.Option(
+        "--checkpoint",
+        help="With --train: checkpoint every block (non-reentrant): its inputs are kept, its inside "
+        "recomputed in the backward.",
+    ),
+]
+TrainableOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--trainable",
+        metavar="REGEX",
+        help="With --train: only parameters whose name matches get a gradient and optimizer state; "
+        "the rest are frozen (fine-tuning a head or adapters).",
     ),
 ]
 

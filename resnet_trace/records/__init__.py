@@ -54,6 +54,7 @@ from resnet_trace.records.words import (
     Head,
     Kind,
     Optimizer,
+    Precision,
     Variant,
 )
 from resnet_trace.units import Shape, shape_text
@@ -81,6 +82,7 @@ __all__ = [
     "ModelInfo",
     "ModuleTree",
     "Optimizer",
+    "Precision",
     "OutputInfo",
     "Report",
     "Reports",

@@ -76,6 +76,7 @@ class Totals:
     unused_modules: tuple[str, ...]
     macs: int
     activations_bytes: int | None = None  # --train: every distinct storage autograd saved
+    unread_params: tuple[str, ...] = ()  # names of the parameters no operation read (not in JSON)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +134,10 @@ class TrainInfo:
     measured_peak_bytes: int | None = None  # run --backward only
     loss: float | None = None  # run --backward only
     target: int | None = None  # run --backward only: the class of the cross-entropy target
+    precision: str = "fp32"  # a Precision's word
+    checkpoint: bool = False  # every block checkpointed: its inputs kept, its inside recomputed
+    recompute_bytes: int = 0  # --checkpoint: the largest block's saved bytes, live again in the backward
+    trainable_params: int | None = None  # parameters that get a gradient (required and read); None: all
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,6 +85,27 @@ class Optimizer(_Word):
 _STATE_COPIES = {Optimizer.SGD: 0, Optimizer.MOMENTUM: 1, Optimizer.ADAM: 2, Optimizer.ADAMW: 2}
 
 
+class Precision(_Word):
+    """How a training step stores and runs (``--precision``): parameters in ``fp32``, ``bf16`` or
+    ``fp16`` and the forward in the same; or fp32 master weights with the forward under
+    ``torch.autocast`` (``bf16-autocast``, ``fp16-autocast``)."""
+
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+    BF16_AUTOCAST = "bf16-autocast"
+    FP16_AUTOCAST = "fp16-autocast"
+
+    @property
+    def autocast(self) -> bool:
+        return self.value.endswith("-autocast")
+
+    @property
+    def dtype_word(self) -> str:
+        """The floating dtype it stores (plain) or computes in (autocast), as a torch dtype word."""
+        return {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[self.value.split("-")[0]]
+
+
 class Depth(_Word):
     """How deep the rows go: stages, blocks (default), or every leaf-module call."""
 
