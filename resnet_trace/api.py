@@ -14,15 +14,18 @@ commands used before that route existed stay at the end, for one release (docs/a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
+from resnet_trace import goldens
 from resnet_trace.choice import ModelChoice, TraceOptions
-from resnet_trace.goldens import check, diff, report
+from resnet_trace.errors import UsageError
+from resnet_trace.goldens import report
 from resnet_trace.inputs import InputError, from_api
 from resnet_trace.pipeline import trace_inputs, with_blocks
 from resnet_trace.records import (
@@ -44,7 +47,65 @@ from resnet_trace.target import Target, build, builtin_target, check_channels, d
 
 __all__ = ["check", "compare", "diff", "report", "trace", "tree"]
 
+#: The CLI's flags and the parameters a Python caller wrote for them.
+_PARAMETERS = {
+    "--input-file": "input_file",
+    "--input": "inputs",
+    "--weights": "weights",
+    "--base-dim": "base_dim",
+    "--num-classes": "num_classes",
+    "--model-arg": "model_args",
+    "--model": "model",
+    "--block": "block",
+    "--skip": "skip",
+    "--budget": "budget",
+    "--filter": "filter",
+    "--device": "device",
+    "--dtype": "dtype",
+    "--repeat": "repeat",
+    "--top-k": "top_k",
+    "--seed": "seed",
+    "--target": "target",
+    "--precision": "precision",
+    "--trainable": "trainable",
+    "--optimizer": "optimizer",
+    "--variant": "variant",
+    "--head": "head",
+}
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def python_errors(func: F) -> F:
+    """A public call's refusals as Python's: a ``ValueError`` (or ``TypeError``) that names the
+    parameter as the caller wrote it; the CLI's own words name its flags."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except UsageError as exc:
+            if isinstance(exc, (ValueError, TypeError)) and not any(f in str(exc) for f in _PARAMETERS):
+                raise
+            message = str(exc)
+            field = getattr(exc, "field", None)
+            for flag, name in _PARAMETERS.items():
+                if flag in message:
+                    message = message.replace(flag + " ", name + " ").replace(flag, name)
+                    field = field or name
+            kind = InvalidType if isinstance(exc, TypeError) else InvalidValue
+            raise kind(field or "arguments", message) from None
+        except (OverflowError, RecursionError) as exc:  # a value too large for Python to hold
+            raise InvalidValue("arguments", f"{type(exc).__name__}: {exc}") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+check = python_errors(goldens.check)
+diff = python_errors(goldens.diff)
+
+
+@python_errors
 def trace(
     *,
     model: nn.Module | None = None,
@@ -99,6 +160,7 @@ def trace(
     """
     if input_shape is not None and inputs is not None:
         raise InvalidValue("inputs", "give input_shape or inputs, not both")
+    _check_filter(filter)
     call, example = _api_inputs(model, input_shape, inputs)
     if model is not None and not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, not {type(model).__name__}")
@@ -159,10 +221,28 @@ def _api_inputs(model: Any, input_shape: Any, inputs: Any) -> tuple[Any, Any]:
     if input_shape is None:
         return None, None
     if model is None:
-        return check_shape(input_shape), None
+        try:
+            return check_shape(input_shape), None
+        except UsageError as exc:
+            if isinstance(exc, (ValueError, TypeError)):
+                raise
+            raise InvalidValue("input_shape", str(exc).replace("--input ", "input_shape ", 1)) from None
     if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, (tuple, list)):
         raise InvalidType("input_shape", f"input_shape must be a sequence of integers, not {input_shape!r}")
     return from_api([tuple(input_shape)]), None
+
+
+def _check_filter(pattern: str | None) -> None:
+    import re
+
+    if pattern is None:
+        return
+    if not isinstance(pattern, str):
+        raise InvalidType("filter", f"filter must be a str, not {type(pattern).__name__}")
+    try:
+        re.compile(pattern)
+    except (re.error, OverflowError, RecursionError) as exc:
+        raise InvalidValue("filter", f"filter {pattern[:80]!r} is not a regular expression: {exc}") from None
 
 
 def _budget(budget: int | str | None) -> int | None:
@@ -171,6 +251,7 @@ def _budget(budget: int | str | None) -> int | None:
     return parse_budget(budget) if isinstance(budget, str) else budget
 
 
+@python_errors
 def compare(
     *,
     base_dim: int = 64,
@@ -209,6 +290,7 @@ def compare(
     return Comparison(seed=reports[0], fixed=reports[1])
 
 
+@python_errors
 def tree(
     *,
     model_ref: str | None = None,

@@ -9,10 +9,11 @@ retried on the CPU, and the training view is added.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -73,9 +74,54 @@ def trace_inputs(
                     "inputs",
                     f"--input {spec_text(c)}: the built-in model takes one NxCxHxW float input, e.g. 1x3x224x224",
                 )
-    if options.real:
-        return _real(choice, calls, options, progress)
-    return _shape_only(choice, calls, options)
+    with untouched(choice.model if isinstance(choice.model, nn.Module) else None):
+        if options.real:
+            return _real(choice, calls, options, progress)
+        return _shape_only(choice, calls, options)
+
+
+@contextlib.contextmanager
+def untouched(model: nn.Module | None) -> Iterator[None]:
+    """Whatever happens inside, the caller's state is as it was on the way out: the global RNG
+    states (torch's, and CUDA's where present), the default dtype, grad mode and, for a module
+    passed in, its buffers, every module's ``training`` flag, each parameter's ``requires_grad``
+    and ``.grad``. (Its parameters are never written: a shape-only trace runs on a fake twin, a real
+    one in ``eval()`` under ``no_grad``; ``--backward`` restores what its step changed.)"""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    dtype, grad = torch.get_default_dtype(), torch.is_grad_enabled()
+    saved = None
+    if model is not None:
+        tensors = [b for b in model.buffers() if not b.is_meta and not _is_fake(b)]
+        saved = (
+            [(b, b.detach().clone()) for b in tensors],
+            [(m, m.training) for m in model.modules()],
+            [(p, p.requires_grad, p.grad) for p in model.parameters()],
+        )
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        torch.set_default_dtype(dtype)
+        torch.set_grad_enabled(grad)
+        if saved is not None:
+            buffers, flags, params = saved
+            with torch.no_grad():
+                for b, old in buffers:
+                    if b.shape == old.shape and b.dtype == old.dtype:
+                        b.copy_(old)
+            for m, flag in flags:
+                if m.training is not flag:
+                    m.training = flag
+            for p, req, g in params:
+                if p.requires_grad is not req:
+                    p.requires_grad_(req)
+                p.grad = g
+
+
+def _is_fake(t: torch.Tensor) -> bool:
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    return isinstance(t, FakeTensor)
 
 
 def dtype_of(dtype: DType | str) -> torch.dtype:
