@@ -156,25 +156,27 @@ def totals(model: nn.Module, rec: Recorder) -> Totals:
 
 def outputs(value: Any) -> tuple[OutputInfo, ...]:
     """Every tensor in a model's output nest, with its path (``logits``, ``0``, ``hidden_states.2``)."""
-    return tuple(_walk(value, ""))
+    return tuple(
+        OutputInfo(path=path, shape=tuple(int(d) for d in t.shape), dtype=str(t.dtype).removeprefix("torch."))
+        for path, t in output_tensors(value)
+    )
 
 
-def _walk(value: Any, path: str) -> Iterator[OutputInfo]:
+def output_tensors(value: Any, path: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    """``(path, tensor)`` for every tensor in a model's output nest, in order."""
     if isinstance(value, torch.Tensor):
-        yield OutputInfo(
-            path=path, shape=tuple(int(d) for d in value.shape), dtype=str(value.dtype).removeprefix("torch.")
-        )
+        yield path, value
         return
     join = (lambda k: f"{path}.{k}") if path else (lambda k: str(k))
     if isinstance(value, dict):
         for k, v in value.items():
-            yield from _walk(v, join(k))
+            yield from output_tensors(v, join(k))
     elif isinstance(value, (tuple, list)):
         for i, v in enumerate(value):
-            yield from _walk(v, join(i))
+            yield from output_tensors(v, join(i))
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         for f in dataclasses.fields(value):
-            yield from _walk(getattr(value, f.name), join(f.name))
+            yield from output_tensors(getattr(value, f.name), join(f.name))
 
 
 def first_tensor(value: Any) -> torch.Tensor | None:

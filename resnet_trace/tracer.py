@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import math
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -22,10 +23,20 @@ from torch import nn
 
 from resnet_trace.diagnosis import diagnose
 from resnet_trace.feed import Call, Feed, as_call, placeholders, plain_shape
-from resnet_trace.freeze import first_tensor, freeze_rows, output_shape, outputs, totals
+from resnet_trace.freeze import first_tensor, freeze_rows, output_shape, output_tensors, outputs, totals
 from resnet_trace.modtree import module_tree
 from resnet_trace.recorder import BlockChoice, HookFailure, HookSession, Recorder, hook_session
-from resnet_trace.records import Depth, Device, InputTensor, RunInfo, Shape, Trace, TraceError, TreeNode
+from resnet_trace.records import (
+    Activation,
+    Depth,
+    Device,
+    InputTensor,
+    RunInfo,
+    Shape,
+    Trace,
+    TraceError,
+    TreeNode,
+)
 from resnet_trace.target import Target
 
 
@@ -338,7 +349,20 @@ def real_forward(
         weights=weights,
         input_file=input_file,
     )
-    return _trace(target, fwd, x, command="run", rows=freeze_rows(target, rec, times), run=run)
+    t = _trace(target, fwd, x, command="run", rows=freeze_rows(target, rec, times), run=run)
+    if fwd.failure is None:
+        stats = output_stats(fwd.output)
+        t = dataclasses.replace(
+            t, outputs=tuple(dataclasses.replace(o, stats=stats.get(o.path)) for o in t.outputs)
+        )
+        if logits is None and t.outputs:
+            n = math.prod(t.output_shape or ())
+            note = (
+                f"note: the output's {n:,} values are not in the document (over {LOGITS_LIMIT:,}); "
+                f"its statistics are (outputs[].stats)"
+            )
+            t = dataclasses.replace(t, notes=(*t.notes, note))
+    return t
 
 
 def _trace(
@@ -381,24 +405,53 @@ def describe_feed(feed: Feed) -> Call:
     )
 
 
+#: ``run``'s JSON holds the logits' values up to this many elements (the seed's N x classes at any
+#: sensible batch); a bigger output (a segmentation map) is summarised: shape, dtype, statistics.
+LOGITS_LIMIT = 10_000
+
+
 def _logits(fwd: Forward, top_k: int) -> tuple[Any, Any]:
-    """The output's values (nested tuples) and, for N x classes, the top-k classes per sample."""
+    """The output's values (nested tuples, up to :data:`LOGITS_LIMIT` elements) and, for
+    N x classes, the top-k classes per sample. Nothing bigger than the values is made: a broadcast
+    view is not materialised, and a big output is not copied."""
     out = first_tensor(fwd.output) if fwd.failure is None else None
     if isinstance(fwd.output, dict) and isinstance(fwd.output.get("logits"), torch.Tensor):
         out = fwd.output["logits"]
     if out is None or out.device.type == Device.META or not out.is_floating_point():
         return None, None
-    values = out.detach().float().cpu()
     topk = None
-    if values.dim() == 2 and values.shape[1] > 1:
-        k = min(top_k, values.shape[1])
-        pv, pi = torch.softmax(values, dim=1).topk(k, dim=1)
+    if out.dim() == 2 and out.shape[1] > 1:
+        k = min(top_k, int(out.shape[1]))
+        rows = out.detach()[
+            : max(1, LOGITS_LIMIT // k)
+        ]  # top-k of the first samples, as many as the JSON holds
+        pv, pi = torch.softmax(rows.float(), dim=1).topk(k, dim=1)
         topk = tuple(
             tuple((int(i), float(v)) for i, v in zip(idx_row, val_row))
-            for idx_row, val_row in zip(pi.tolist(), pv.tolist())
+            for idx_row, val_row in zip(pi.cpu().tolist(), pv.cpu().tolist())
         )
-    logits = tuple(_nested(row) for row in values.tolist()) if values.dim() >= 1 else None
-    return logits, topk
+    if out.dim() < 1 or out.numel() > LOGITS_LIMIT:
+        return None, topk
+    values = out.detach().float().cpu()
+    return tuple(_nested(row) for row in values.tolist()), topk
+
+
+def output_stats(value: Any) -> dict[str, Activation]:
+    """Statistics of every floating output tensor, by path. A broadcast view (``expand()``, a
+    stride of 0) is read through its distinct elements only: it costs what its storage costs."""
+    from resnet_trace.recorder import ActivationStats
+
+    measure = ActivationStats()
+    stats: dict[str, Activation] = {}
+    for path, t in output_tensors(value):
+        if t.is_meta or not t.is_floating_point() or t.numel() == 0:
+            continue
+        distinct = t.detach()[tuple(slice(0, 1) if st == 0 else slice(None) for st in t.stride())]
+        found = measure(distinct)
+        measure.forget()
+        if found is not None:
+            stats[path] = found
+    return stats
 
 
 def _nested(value: object) -> object:

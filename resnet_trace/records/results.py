@@ -141,6 +141,13 @@ class ModuleTree(_Document):
         return tree_dict(self.root)
 
 
+def _output_dict(o: OutputInfo) -> dict:
+    doc: dict = {"path": o.path, "shape": list(o.shape), "dtype": o.dtype}
+    if o.stats is not None:  # run: what the values are like, whatever their number
+        doc["stats"] = {f: getattr(o.stats, f) for f in ("mean", "std", "min", "max", "zero_fraction")}
+    return doc
+
+
 def trace_dict(report: Report) -> dict:
     """The trace document of ``report`` (``Report.to_dict`` is this with non-finite floats as ``null``)."""
     t: Trace = report.trace
@@ -165,7 +172,7 @@ def trace_dict(report: Report) -> dict:
         "dtype": t.dtype,
         "input_shape": list(t.input_shape),
         "output_shape": shape_list(t.output_shape),
-        "outputs": [{"path": o.path, "shape": list(o.shape), "dtype": o.dtype} for o in t.outputs],
+        "outputs": [_output_dict(o) for o in t.outputs],
         "depth": report.depth.value,
         "collapsed": report.collapsed,
         "filter": report.filter,

@@ -116,6 +116,7 @@ class OutputInfo:
     path: str
     shape: Shape
     dtype: str
+    stats: Activation | None = None  # run: statistics of its values (a broadcast view read once)
 
 
 @dataclass(frozen=True, slots=True)
