@@ -374,9 +374,6 @@ def test_the_truth_premises_about_recurrent_layers():
 # ------------------------------------------------------------------------------ training memory
 
 SAVED_XFAIL = {
-    "lstm": "the fused CPU LSTM (aten.mkldnn_rnn_layer) saves a oneDNN workspace per layer and "
-    "direction (57344 + 57344 + 69632 + 69632 = 253952 bytes here); its fake kernel returns an "
-    "empty one, so the shape-only training view misses it: tool 20544, truth 274496",
     "llama": "an all-ones attention_mask (what run draws) is dropped by transformers at run time "
     "(causal SDPA without a mask); the shape-only view cannot see values and traces a padded "
     "mask: tool 166784, truth 154496 (the tool equals the truth of a padded mask: "
@@ -419,18 +416,12 @@ def test_train_saved_bytes_with_a_padded_mask():
     "cls",
     [
         nn.GRU,
-        pytest.param(
-            nn.LSTM,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="the oneDNN workspace of the fused CPU LSTM is not counted: tool 18432, truth 272384",
-            ),
-        ),
+        nn.LSTM,  # the fused oneDNN layer's workspace (ops/workspace.py)
     ],
     ids=["gru", "lstm"],
 )
 def test_train_saved_bytes_of_a_bare_recurrent_stack(cls):
-    """The smallest form of the LSTM discrepancy above; a GRU of the same shape is exact."""
+    """The fused CPU LSTM saves oneDNN's workspace for the backward (its fake kernel returns none)."""
     torch.manual_seed(0)
     rnn = cls(16, 24, num_layers=2, bidirectional=True, batch_first=True)
     t = rt.trace(model=rnn, inputs=[((2, 12, 16), torch.float32)], train=True).trace
