@@ -70,18 +70,21 @@ def test_a_model_that_catches_exceptions_around_attention_is_traced_alike():
     _agree(swallow=True)
 
 
-def test_a_model_of_your_own_is_traced_with_attention_routed_the_builtin_without():
-    # the function mode costs every torch call; only the built-in model, which has no attention,
-    # goes without it
+def test_a_model_of_your_own_runs_attention_on_fake_cpu_tensors_the_builtin_without_a_mode():
+    # A model of your own, even one built on meta, is traced on fake CPU tensors: its attention
+    # takes the CPU's own kernel choice, with no function mode to route it. The built-in model,
+    # which has no attention, runs on meta without one either (the mode costs every torch call).
+    from torch._subclasses.fake_tensor import FakeTensor
+
     with torch.device("meta"):
         model = Net()
-    # the trace runs on a fake twin of the model (the caller's is never touched): its calls are
-    # seen through the class
-    own: list[bool] = []
+    own: list[tuple[bool, bool]] = []
     forward = Attend.forward
 
     def watched(self: Attend, x: torch.Tensor) -> torch.Tensor:
-        own.append(torch._C._is_torch_function_mode_enabled())
+        own.append(
+            (torch._C._is_torch_function_mode_enabled(), isinstance(x, FakeTensor) and x.device.type == "cpu")
+        )
         return forward(self, x)
 
     Attend.forward = watched  # type: ignore[method-assign]
@@ -89,7 +92,7 @@ def test_a_model_of_your_own_is_traced_with_attention_routed_the_builtin_without
         trace_shapes(model_target(model, block="Attend", input_shape=(1, 3, 16)), (1, 3, 16))
     finally:
         Attend.forward = forward  # type: ignore[method-assign]
-    assert own[-1] is True and model.blocks[0].modes_seen == []
+    assert own[-1] == (False, True) and model.blocks[0].modes_seen == []
 
     from resnet_trace.api import make_target
 
