@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from torch import nn
 
+from resnet_trace.errors import message_of
+from resnet_trace.recorder.recorder import NestingError
 from resnet_trace.records import Kind, Row, Shape, TraceError, shape_text
 from resnet_trace.target import Target
 
 GENERIC_HINT = "check the input shape against what this model accepts"
+NESTING_HINT = "return tensors, or a few levels of tuples, lists and dicts of them, each holding no other"
 
 
 def diagnose(
@@ -19,12 +22,17 @@ def diagnose(
     """Where the forward stopped and why, in words; the target's own advice when it has some."""
     name, in_shape, module = failure or ("", None, None)
     label = name or type(target.model).__name__
-    raw = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    raw = message_of(exc) or type(exc).__name__  # even when the exception's __str__ is broken
     if isinstance(exc, SystemExit):
-        raw = f"the model's code called sys.exit({exc.code!r})"
+        raw = f"the model's code called sys.exit({exc.code!r})"[:300]
     elif not isinstance(exc, (RuntimeError, ValueError, IndexError, TypeError)):
         raw = f"{type(exc).__name__}: {raw}" if raw != type(exc).__name__ else raw
-    hint = (target.advice(module, in_shape) if target.advice and module is not None else None) or GENERIC_HINT
+    if isinstance(exc, NestingError):
+        hint = NESTING_HINT
+    else:
+        hint = (
+            target.advice(module, in_shape) if target.advice and module is not None else None
+        ) or GENERIC_HINT
     message = f"{label} ({type(module).__name__ if module is not None else 'forward'}): {raw}"
     if isinstance(module, (nn.AvgPool2d, nn.MaxPool2d)) and in_shape and len(in_shape) == 4:
         k = module.kernel_size if isinstance(module.kernel_size, tuple) else (module.kernel_size,) * 2

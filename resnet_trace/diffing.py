@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import stat
 from pathlib import Path
+from typing import Any
 
 from resnet_trace.errors import UsageError
 from resnet_trace.records import LEGACY_BLOCK_WORD, SCHEMA_ID, Depth, Difference, Kind, shape_text
@@ -61,18 +64,45 @@ def _read_text(path: Path) -> str:
         raise UsageError(f"{str(path)!r} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
 
 
+class _OutOfRange(ValueError):
+    """A number JSON cannot hold: ``NaN``, ``Infinity``, or one too large for a float (``1e400``)."""
+
+
+def _no_constant(token: str) -> object:
+    raise _OutOfRange(f"{token}, which JSON does not have")
+
+
+def _finite_float(token: str) -> float:
+    value = float(token)
+    if not math.isfinite(value):
+        raise _OutOfRange(f"{token[:40]}, a number beyond JSON's range (it reads as infinity)")
+    return value
+
+
+def _loads(text: str) -> object:
+    """Standard JSON only: ``NaN``, ``Infinity`` and numbers that overflow a float are refused as read,
+    so nothing non-standard can come out of a command that prints what it read."""
+    return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+
+
 def _parse(text: str, path: Path) -> object:
     try:
-        return json.loads(text)
+        return _loads(text)
     except json.JSONDecodeError:
         try:
-            return [json.loads(line) for line in text.splitlines() if line.strip()]
+            return [_loads(line) for line in text.splitlines() if line.strip()]
         except json.JSONDecodeError as exc:
             raise UsageError(f"{str(path)!r} is not JSON: {exc}") from None
         except RecursionError:
             raise UsageError(f"{str(path)!r} is nested too deeply to be a trace") from None
+        except _OutOfRange as exc:
+            raise UsageError(f"{str(path)!r} holds {exc}") from None
+        except ValueError as exc:
+            raise UsageError(f"{str(path)!r} is not usable JSON: {str(exc)[:160]}") from None
     except RecursionError:
         raise UsageError(f"{str(path)!r} is nested too deeply to be a trace") from None
+    except _OutOfRange as exc:
+        raise UsageError(f"{str(path)!r} holds {exc}") from None
     except ValueError as exc:  # e.g. an integer of more digits than Python will convert
         raise UsageError(f"{str(path)!r} is not usable JSON: {str(exc)[:160]}") from None
 
@@ -98,11 +128,17 @@ def load_documents(path: Path) -> list[dict]:
     return docs
 
 
-_validator: list = []  # the compiled schema validator, once; [None] without jsonschema
+_validator: list = []  # (the compiled schema validator, the row relaxer), once; [None] without jsonschema
 
 
 def _schema_problem(doc: dict) -> str | None:
-    """The first place ``doc`` breaks the JSON Schema, or None (also when jsonschema is missing)."""
+    """The first place ``doc`` breaks the JSON Schema, or None (also when jsonschema is missing).
+
+    Linear, and fast on large traces: each row is first *relaxed* (:func:`_relaxer`: a free string
+    becomes ``""``, a count at or above its minimum becomes the minimum, everything else kept), and
+    only distinct relaxed rows are validated. A relaxed row is valid exactly when the row is, and a
+    trace's rows share a few dozen shapes: 300,000 rows are a few hundred validations, not 300,000.
+    """
     if not _validator:
         try:
             import jsonschema
@@ -113,17 +149,133 @@ def _schema_problem(doc: dict) -> str | None:
 
             schema = json.loads(files("resnet_trace").joinpath("schema.json").read_text(encoding="utf-8"))
             cls = jsonschema.validators.validator_for(schema)
-            _validator.append(cls(schema))
-    validator = _validator[0]
-    if validator is None:
+            rows = (schema.get("properties") or {}).get("rows") or {}
+            plain = set(rows) - _NOTES <= {"type", "items"} and rows.get("type") == "array"
+            relax = (
+                _relaxer(rows.get("items"), schema) if plain and isinstance(rows.get("items"), dict) else None
+            )
+            _validator.append((cls(schema), relax))
+    if _validator[0] is None:
         return None
     import jsonschema
 
+    validator, relax = _validator[0]
+    index: list[int] | None = None
+    rows = doc.get("rows")
+    if relax is not None and isinstance(rows, list):
+        seen: set[str] = set()
+        kept, index = [], []
+        for i, row in enumerate(rows):
+            relaxed = relax(row)
+            key = repr(relaxed)  # rows of one writer keep one key order; another order only dedupes less
+            if key not in seen:
+                seen.add(key)
+                kept.append(relaxed)
+                index.append(i)
+        doc = {**doc, "rows": kept}
     error = jsonschema.exceptions.best_match(validator.iter_errors(doc))
     if error is None:
         return None
-    where = ".".join(str(p) for p in error.absolute_path) or "the document"
+    path = list(error.absolute_path)
+    if index is not None and len(path) > 1 and path[0] == "rows" and isinstance(path[1], int):
+        path[1] = index[path[1]]  # the first row of its kind, by its place in the file
+    where = ".".join(str(p) for p in path) or "the document"
     return f"{where}: {error.message[:200]}"
+
+
+#: Schema keywords that say nothing about validity.
+_NOTES = {"description", "title", "$comment", "examples", "default"}
+#: The JSON types of a parsed value, by its Python type (a bool is an int to Python, not to JSON).
+_JSON_TYPES: dict[type, tuple[str, ...]] = {
+    bool: ("boolean",),
+    int: ("integer", "number"),
+    float: ("number",),
+    str: ("string",),
+    list: ("array",),
+    dict: ("object",),
+    type(None): ("null",),
+}
+
+
+def _relaxer(node: Any, root: dict) -> Any:
+    """A function that rewrites a value the schema ``node`` checks into one it accepts exactly when
+    it accepts the value, with the free parts made equal (a string any string may be becomes
+    ``""``; a number within its only bounds becomes its minimum); None where ``node`` says more
+    than these keywords can carry over (an ``enum``, a ``pattern``...), and the value stays itself.
+    """
+    if not isinstance(node, dict):
+        return None
+    ref = node.get("$ref")
+    if isinstance(ref, str):
+        if set(node) - _NOTES != {"$ref"} or not ref.startswith("#/"):
+            return None
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target.get(part) if isinstance(target, dict) else None
+        return _relaxer(target, root)
+    keys = set(node) - _NOTES
+    kind = node.get("type")
+    types = {kind} if isinstance(kind, str) else set(kind) if isinstance(kind, list) else set()
+    if keys == {"type"} and "string" in types and types <= {"string", "null"}:
+        return lambda v: "" if isinstance(v, str) else v
+    if (
+        keys <= {"type", "minimum", "maximum"}
+        and types & {"integer", "number"}
+        and types <= {"integer", "number", "null"}
+    ):
+        low, high = node.get("minimum"), node.get("maximum")
+        floats = "number" in types
+        floor = low if low is not None else 0
+        if high is not None and floor > high:
+            return None
+
+        def number(v: Any) -> Any:
+            ok = type(v) is int or (floats and type(v) is float)
+            if ok and (low is None or v >= low) and (high is None or v <= high):
+                return floor
+            return v
+
+        return number
+    if keys <= {"type", "items", "minItems", "maxItems"} and "array" in types and types <= {"array", "null"}:
+        inner = _relaxer(node.get("items"), root)
+        if inner is None:
+            return None
+        return lambda v: [inner(x) for x in v] if isinstance(v, list) else v
+    if keys <= {"type", "properties", "required", "additionalProperties"} and types == {"object"}:
+        if not isinstance(node.get("additionalProperties", True), bool):
+            return None
+        props = {
+            k: r
+            for k, sub in (node.get("properties") or {}).items()
+            if (r := _relaxer(sub, root)) is not None
+        }
+        if not props:
+            return None
+        return lambda v: (
+            {k: props[k](x) if k in props else x for k, x in v.items()} if isinstance(v, dict) else v
+        )
+    if len(keys) == 1 and keys <= {"anyOf", "oneOf"}:
+        branches = node[next(iter(keys))]
+        if not isinstance(branches, list) or not all(isinstance(b, dict) and "type" in b for b in branches):
+            return None
+        typed = [
+            ({b["type"]} if isinstance(b["type"], str) else set(b["type"]), _relaxer(b, root))
+            for b in branches
+        ]
+        by_type = {}  # a value of this Python type fits one branch alone (the others refuse its type)
+        for cls, names in _JSON_TYPES.items():
+            fits = [r for ts, r in typed if ts.intersection(names)]
+            if len(fits) == 1 and fits[0] is not None:
+                by_type[cls] = fits[0]
+        if not by_type:
+            return None
+
+        def one_of(v: Any) -> Any:
+            r = by_type.get(type(v))
+            return r(v) if r is not None else v
+
+        return one_of
+    return None
 
 
 def _is_shape(value: object, length: int | None = None) -> bool:
@@ -202,6 +354,10 @@ def _malformed(doc: object) -> str | None:
         return "collapsed is not true or false"
     if doc.get("filter") is not None and not isinstance(doc.get("filter"), str):
         return "filter is not a string or null"
+    if doc.get("filter"):
+        problem = filter_problem(doc["filter"])
+        if problem is not None:
+            return f"its filter {doc['filter'][:60]!r} {problem}"
     error = doc.get("error")
     if error is not None and not (isinstance(error, dict) and isinstance(error.get("module"), str)):
         return "error is not null or an object naming a module"
@@ -213,6 +369,63 @@ def _malformed(doc: object) -> str | None:
             return f"row {n} has no name"
     if not isinstance(doc.get("totals", {}), dict):
         return "totals is not an object"
+    return None
+
+
+#: A golden's filter is data: a regular expression of at most this many characters ...
+MAX_FILTER_CHARS = 1000
+#: ... whose counted repetitions (``a{n}``, ``a{m,n}``) go to at most this count ...
+MAX_FILTER_COUNT = 1000
+#: ... and whose matching against the re-traced rows ``check`` stops after this many seconds.
+FILTER_SECONDS = 5.0
+
+
+def filter_problem(pattern: str) -> str | None:
+    """Why a golden's recorded ``filter`` is not a plain pattern, or None when it is one.
+
+    ``check`` matches it against every row's name, and Python's ``re`` backtracks: a pattern from
+    someone else could take hours on one name. A plain pattern has no backreference (``\\1``,
+    ``(?(1)...)``), no repetition of something that itself repeats or alternates (``(a+)+``,
+    ``(a|ab)*``: the shapes of catastrophic backtracking), no count above 1,000 (``a{4294967296}``),
+    and at most 1,000 characters. ``check`` still stops it after 5 seconds (:data:`FILTER_SECONDS`).
+    """
+    if len(pattern) > MAX_FILTER_CHARS:
+        return f"is longer than {MAX_FILTER_CHARS:,} characters"
+    try:
+        import re._parser as sre_parse  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:  # pragma: no cover - Python 3.10
+        import sre_parse  # type: ignore[no-redef,unused-ignore]
+    try:
+        parsed = sre_parse.parse(pattern)
+    except (re.error, OverflowError, RecursionError, ValueError, MemoryError) as exc:
+        return f"is not a regular expression Python can use: {str(exc)[:120]}"
+    const = sre_parse  # the opcodes: MAX_REPEAT and the others, as the parser names them
+    repeats = {str(op) for op in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT")}
+    todo: list[tuple[Any, bool]] = [(parsed, False)]  # (items, inside a repetition)
+    while todo:
+        items, inside = todo.pop()
+        for op, av in items:
+            name = str(op)
+            if name in ("GROUPREF", "GROUPREF_EXISTS"):
+                return "refers back to a group (a backreference): not a plain pattern"
+            if name in repeats:
+                low, high, body = av
+                counted = high != const.MAXREPEAT
+                if low > MAX_FILTER_COUNT or (counted and high > MAX_FILTER_COUNT):
+                    return f"repeats something more than {MAX_FILTER_COUNT:,} times: not a plain pattern"
+                if inside and high > 1:
+                    return "repeats something that itself repeats (a nested quantifier): not a plain pattern"
+                todo.append((body, inside or high > 1))
+            elif name == "BRANCH":
+                if inside:
+                    return "repeats an alternation ((a|ab)*): not a plain pattern"
+                todo.extend((branch, inside) for branch in av[1])
+            elif name == "SUBPATTERN":
+                todo.append((av[-1], inside))
+            elif name in ("ASSERT", "ASSERT_NOT"):
+                todo.append((av[1], inside))
+            elif name == "ATOMIC_GROUP":
+                todo.append((av, inside))
     return None
 
 

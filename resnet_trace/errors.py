@@ -26,3 +26,23 @@ class UsageError(TraceToolError):
     """A bad option value, a malformed shape, an unreadable or unsafe file, too much memory."""
 
     exit_code = ExitCode.USAGE
+
+
+class ModelFailed(TraceToolError):
+    """The model's own code failed where no row can say so (a later forward, the backward): exit 3."""
+
+    exit_code = ExitCode.MODEL_REJECTED
+
+
+def message_of(exc: BaseException, limit: int = 300) -> str:
+    """The first line of ``str(exc)``, at most ``limit`` characters, for any exception: one whose
+    ``__str__`` raises or returns something other than a string is described instead of read."""
+    try:
+        text = str(exc)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as inner:  # the model's own __str__ failed: say so, never fail with it
+        return f"(its message could not be read: {type(inner).__name__} in its __str__)"
+    text = text[: limit * 4].strip()
+    first = text.splitlines()[0] if text else ""
+    return first if len(first) <= limit else first[: limit - 3] + "..."

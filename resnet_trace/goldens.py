@@ -6,13 +6,16 @@ A golden file never names code to run: a trace of a user model needs the caller'
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
-from collections.abc import Sequence
+import signal
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from resnet_trace.choice import ModelChoice, TraceOptions
-from resnet_trace.diffing import compare_all, load_documents
+from resnet_trace.diffing import FILTER_SECONDS, compare_all, load_documents
 from resnet_trace.errors import UsageError
 from resnet_trace.inputs import parse_inputs
 from resnet_trace.layout import BASE_DIM, NUM_CLASSES
@@ -64,16 +67,57 @@ def check(
     for choice, members in groups.values():
         traces = trace_inputs(choice, [plan[i][1] for i in members], TraceOptions())
         got.update(zip(members, traces))
-    got_docs = [
-        report(
-            got[i],
-            depth=doc.get("depth", Depth.BLOCK),
-            collapse=bool(doc.get("collapsed")),
-            filter=doc.get("filter"),
-        ).to_dict()
-        for i, (doc, _) in enumerate(plan)
-    ]
+    got_docs = []
+    for i, (doc, _) in enumerate(plan):
+        pattern = doc.get("filter")
+        with time_bound(FILTER_SECONDS if pattern else None, f"{str(golden)!r}: its filter {pattern!r}"):
+            shown = report(
+                got[i],
+                depth=doc.get("depth", Depth.BLOCK),
+                collapse=bool(doc.get("collapsed")),
+                filter=pattern,
+            )
+        got_docs.append(shown.to_dict())
     return Differences(expected=str(golden), got="this trace", differences=tuple(compare_all(docs, got_docs)))
+
+
+class _TimeUp(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def time_bound(seconds: float | None, what: str) -> Iterator[None]:
+    """Stop the work inside after ``seconds`` with a UsageError naming ``what`` (exit 2).
+
+    A ``SIGALRM`` timer: Python's ``re`` checks for signals while it backtracks, so even a
+    catastrophic match stops. Only where there is one to set (POSIX, the main thread, no timer
+    already running); elsewhere the work runs unbounded, and :func:`~resnet_trace.diffing.filter_problem`
+    has refused the patterns that backtrack without end.
+    """
+    usable = (
+        seconds is not None
+        and hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+        and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    )
+    if not usable or seconds is None:
+        yield
+        return
+
+    def alarm(signum: int, frame: object) -> None:
+        raise _TimeUp
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except _TimeUp:
+        raise UsageError(f"{what} took more than {seconds:g} s to match; it was stopped") from None
+    finally:
+        signal.signal(signal.SIGALRM, previous)
 
 
 def recorded_input(doc: dict) -> Any:

@@ -31,13 +31,30 @@ class ParamIndex:
         return {id(p): p.numel() for p in module.parameters(recurse=False)}
 
     def under(self, module: nn.Module) -> dict[int, int]:
+        """The parameters of ``module`` and everything under it (a loop, not recursion: any depth;
+        a module that holds one of its own ancestors adds nothing twice and never loops)."""
         got = self._under.get(id(module))
-        if got is None:
-            got = self.own(module)
-            for child in module.children():
-                got.update(self.under(child))
-            self._under[id(module)] = got
-        return got
+        if got is not None:
+            return got
+        open_: set[int] = set()
+        todo: list[tuple[nn.Module, bool]] = [(module, False)]
+        while todo:
+            m, children_done = todo.pop()
+            if id(m) in self._under:
+                continue
+            if not children_done:
+                open_.add(id(m))
+                todo.append((m, True))
+                todo.extend(
+                    (c, False) for c in m.children() if id(c) not in self._under and id(c) not in open_
+                )
+                continue
+            got = self.own(m)
+            for child in m.children():
+                got.update(self._under.get(id(child), {}))
+            self._under[id(m)] = got
+            open_.discard(id(m))
+        return self._under[id(module)]
 
     def count(self, module: nn.Module, *, recurse: bool = True) -> int:
         key = (id(module), recurse)
@@ -57,27 +74,43 @@ class ParamIndex:
 
 
 def module_tree(model: nn.Module, ran: set[int]) -> TreeNode:
-    """A shared module is expanded once, then shown as an alias of where it was first shown."""
-    first: dict[int, str] = {}
+    """A shared module is expanded once, then shown as an alias of where it was first shown.
 
-    def node(module: nn.Module, name: str, attr: str) -> TreeNode:
+    Built with loops, not recursion, so a model of any depth has its tree; a module holding one of
+    its own ancestors is shown as an alias there, as any module seen twice.
+    """
+    index = ParamIndex()
+    first: dict[int, str] = {}
+    # Pre-order, children in order: (module, name, attr, alias, indices of its children).
+    order: list[tuple[nn.Module, str, str, str | None, list[int]]] = []
+    todo: list[tuple[nn.Module, str, str, int | None]] = [(model, "", "", None)]
+    while todo:
+        module, name, attr, parent = todo.pop()
         alias = first.get(id(module))
         if alias is None:
             first[id(module)] = name
-        children = (
-            ()
-            if alias is not None
-            else tuple(node(child, f"{name}.{a}" if name else a, a) for a, child in module.named_children())
-        )
-        return TreeNode(
+        order.append((module, name, attr, alias, []))
+        if parent is not None:
+            order[parent][4].append(len(order) - 1)
+        if alias is None:
+            below = [
+                (child, f"{name}.{a}" if name else a, a, len(order) - 1)
+                for a, child in module.named_children()
+            ]
+            todo.extend(reversed(below))
+    nodes: list[TreeNode | None] = [None] * len(order)
+    for i in range(len(order) - 1, -1, -1):  # children come after their parent: build them first
+        module, name, attr, alias, kids = order[i]
+        nodes[i] = TreeNode(
             name=name,
             attr=attr,
             type=type(module).__name__,
-            params=param_count(module),
+            params=index.count(module),
             own_params=sum(p.numel() for p in module.parameters(recurse=False)),
             ran=id(module) in ran,
             alias_of=alias,
-            children=children,
+            children=tuple(n for n in (nodes[k] for k in kids) if n is not None),
         )
-
-    return node(model, "", "")
+    root = nodes[0]
+    assert root is not None
+    return root

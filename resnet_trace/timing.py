@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from resnet_trace.errors import ModelFailed, message_of
 from resnet_trace.recorder import hook_session, keep_training_flags, row_keys
 from resnet_trace.target import Target
 
@@ -53,7 +54,7 @@ def timed_forwards(
             model.eval()
             sync()
             t0 = time.perf_counter()
-            _call(model, x)
+            _timed_call(model, x, 2 * i + 2)
             sync()
             hooked_walls.append(time.perf_counter() - t0)
         for key, r in zip(row_keys(rec.rows), rec.rows):
@@ -64,7 +65,7 @@ def timed_forwards(
             model.eval()
             sync()
             t0 = time.perf_counter()
-            _call(model, x)
+            _timed_call(model, x, 2 * i + 3)
             sync()
             plain_walls.append(time.perf_counter() - t0)
         if progress:
@@ -95,6 +96,23 @@ def _device(x: object) -> str:
 
     t = next(tensors_in(x.tensors() if isinstance(x, Feed) else x), None)
     return t.device.type if t is not None else "cpu"
+
+
+def _timed_call(model: torch.nn.Module, x: object, n: int) -> object:
+    """Forward number ``n`` of the run (the traced one was the first): whatever the model's code
+    raises now, after a forward that ran, is its failure (exit 3), said in one line."""
+    from resnet_trace.recorder import HookFailure
+
+    try:
+        return _call(model, x)
+    except (HookFailure, KeyboardInterrupt):
+        raise
+    except BaseException as exc:  # SystemExit too: the model's code, on a later call
+        what = f"called sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else message_of(exc)
+        raise ModelFailed(
+            f"the model's forward failed on call {n} (run --repeat), after the first ran: "
+            f"{type(exc).__name__}: {what}"
+        ) from None
 
 
 def _call(model: torch.nn.Module, x: object) -> object:

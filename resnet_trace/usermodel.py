@@ -24,8 +24,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from resnet_trace.errors import UsageError
+from resnet_trace.errors import UsageError, message_of
 from resnet_trace.records import Device
+
+#: The modules holding the user's code, by name (``--model``'s file or package): a failure raised
+#: from one of them, wherever our code called it, is the model's (``cli.io.model_failure``).
+USER_MODULES: set[str] = set()
 
 
 def _prepend_path(folder: str) -> None:
@@ -34,7 +38,7 @@ def _prepend_path(folder: str) -> None:
 
 
 def _failed(ref: str, what: str, exc: BaseException) -> UsageError:
-    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    detail = message_of(exc)  # even when the exception's own __str__ raises
     if isinstance(exc, SystemExit):
         detail = f"it called sys.exit({exc.code!r})"
     return UsageError(f"--model {ref!r}: {what} failed in your code: {type(exc).__name__}: {detail}"[:400])
@@ -62,6 +66,7 @@ def import_reference(ref: str) -> Callable[..., Any]:
                 raise UsageError(f"--model {ref!r}: {source!r} cannot be imported as Python")
             module = importlib.util.module_from_spec(spec)
             sys.modules[mod_name] = module
+            USER_MODULES.add(mod_name)
             try:
                 spec.loader.exec_module(module)
             except BaseException:
@@ -69,6 +74,8 @@ def import_reference(ref: str) -> Callable[..., Any]:
                 raise
         else:
             _prepend_path(os.getcwd())  # like ``python -m``: the current folder is importable
+            if source.split(".")[0] not in ("resnet_trace", "torch"):  # ours are never the model's
+                USER_MODULES.add(source)
             module = importlib.import_module(source)
     except (UsageError, KeyboardInterrupt):
         raise
@@ -135,7 +142,25 @@ def build(factory: Callable[..., Any], ref: str, kwargs: dict[str, Any]) -> nn.M
         raise _failed(ref, "building the model", exc) from None
     if not isinstance(model, nn.Module):
         raise UsageError(f"--model {ref!r} returned a {type(model).__name__}, not a torch.nn.Module")
+    refuse_lazy(model, f"--model {ref!r}")
     return model
+
+
+def refuse_lazy(model: nn.Module, what: str) -> None:
+    """Refuse, in one line, a model whose parameters are made by its first forward (``nn.LazyLinear``
+    and the other lazy modules): every count this tool reports would be of parameters that do not
+    exist yet."""
+    from torch.nn.parameter import is_lazy
+
+    for name, module in model.named_modules():
+        own = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
+        if any(is_lazy(t) for t in own):
+            message = (
+                f"{what}: {type(module).__name__} {name or 'the model'!r} is a lazy module (its parameters "
+                "are made by its first forward); give it its sizes (nn.Linear instead of nn.LazyLinear), "
+                "or run one forward in your factory before returning the model"
+            )
+            raise UsageError(message[:500])
 
 
 def build_model(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import errno
+import io
 import os
 import signal
 import stat
@@ -16,15 +17,18 @@ import sys
 import tempfile
 import traceback
 import unicodedata
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import typer
 from typer.core import TyperGroup
 
-from resnet_trace.errors import ExitCode, TraceToolError, UsageError
+from resnet_trace.errors import ExitCode, TraceToolError, UsageError, message_of
+from resnet_trace.printable import visible
 
 
 def _click_classes() -> tuple[Any, Any]:
@@ -44,11 +48,14 @@ _lost_lines = 0  # lines _say could not write (stderr closed)
 
 
 def _say(message: str) -> None:
-    """One line on stderr, never parsed as markup; counted, not raised, when stderr is closed."""
+    """One line on stderr, never parsed as markup, whatever the message holds (control characters,
+    line breaks and bidi controls are written as escapes: :func:`resnet_trace.printable.visible`);
+    counted, not raised, when stderr is closed."""
     global _lost_lines
     try:
-        sys.stderr.write(f"resnet-trace: {message}\n")
-        sys.stderr.flush()
+        talk = _streams.talk if _streams is not None else sys.stderr
+        talk.write(f"resnet-trace: {visible(message)}\n")
+        talk.flush()
     except (OSError, ValueError, AttributeError):
         _lost_lines += 1
 
@@ -151,6 +158,248 @@ def prepare_streams() -> None:
             pass
 
 
+# -- stdout carries our data only ------------------------------------------------------------------
+@dataclass
+class _Streams:
+    """Where a running command writes: ``data`` (the document) is the stdout this command started
+    with, ``talk`` (our lines) its stderr; whatever user code does to ``sys.stdout`` meanwhile."""
+
+    data: Any
+    talk: Any
+
+
+_streams: _Streams | None = None  # set while a command runs (command_scope)
+
+
+class _ToStderr(io.TextIOBase):
+    """``sys.stdout`` while a command runs: what user code prints goes to stderr, and closing it
+    closes nothing of ours."""
+
+    def __init__(self, target: Any) -> None:
+        super().__init__()
+        self._target = target
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._target, "encoding", None) or "utf-8"
+
+    @property
+    def errors(self) -> str | None:  # type: ignore[override]
+        return getattr(self._target, "errors", None)
+
+    @property
+    def buffer(self) -> Any:
+        return self._target.buffer
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if self.closed:
+            raise ValueError("I/O operation on closed file.")
+        try:
+            self._target.write(text)
+        except (OSError, ValueError):  # stderr closed: what user code prints is lost, not fatal
+            pass
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.closed:
+            _flush(self._target)
+
+    def isatty(self) -> bool:
+        try:
+            return bool(self._target.isatty())
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    def fileno(self) -> int:
+        return int(self._target.fileno())
+
+
+def _fd_of(stream: Any) -> int | None:
+    try:
+        fd = stream.fileno()
+        os.fstat(fd)
+        return int(fd)
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
+
+
+def _flush(stream: Any) -> None:
+    try:
+        stream.flush()
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def data_stream() -> Any:
+    """The stream the document goes to: stdout as this command found it (never user code's)."""
+    return _streams.data if _streams is not None else sys.stdout
+
+
+@contextmanager
+def _stdout_for_data() -> Iterator[None]:
+    """While a command runs, the stdout file descriptor and ``sys.stdout`` point at stderr, and the
+    document is written through a handle on the original stdout saved here: a ``print`` in a
+    model, a replaced ``sys.stdout`` or a closed one cannot touch what the command writes."""
+    global _streams
+    out, err = sys.stdout, sys.stderr
+    _flush(out)
+    _flush(err)
+    fd, keep, data = _fd_of(out), None, out
+    if fd is not None:
+        try:
+            keep = os.dup(fd)
+            data = os.fdopen(
+                keep,
+                "w",
+                encoding=getattr(out, "encoding", None) or "utf-8",
+                errors=getattr(out, "errors", None) or "strict",
+            )
+            into = _fd_of(err)
+            if into is None:
+                into = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(into, fd)
+                os.close(into)
+            else:
+                os.dup2(into, fd)
+        except (OSError, ValueError, LookupError):
+            if keep is not None:
+                try:
+                    os.dup2(keep, fd)
+                    os.close(keep)
+                except OSError:
+                    pass
+            fd, keep, data = None, None, out
+    previous, _streams = _streams, _Streams(data=data, talk=err)
+    sys.stdout = _ToStderr(err)
+    try:
+        yield
+    finally:
+        sys.stdout = out
+        _streams = previous
+        _flush(out)  # what user code wrote through the original stream went to stderr: flush it there
+        _flush(err)
+        if fd is not None and keep is not None:
+            _flush(data)
+            try:
+                os.dup2(keep, fd)
+            except OSError:
+                pass
+            try:
+                data.close()
+            except (OSError, ValueError):
+                pass
+
+
+# -- warnings from the model or torch: one note each ---------------------------------------------
+@contextmanager
+def _warnings_as_notes() -> Iterator[None]:
+    """Each warning shown as one ``note:`` line on stderr (its category and message, no path or
+    source line), each text once."""
+    seen: set[str] = set()
+
+    def show(
+        message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None
+    ) -> None:
+        text = message_of(message) if isinstance(message, BaseException) else str(message)
+        name = getattr(category, "__name__", "Warning")
+        note = f"note: {name}: {text.strip().splitlines()[0] if text.strip() else ''}"[:400]
+        if note not in seen:
+            seen.add(note)
+            _say(note)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
+# -- recursion: deep module trees need more than Python's default 1000 frames --------------------
+def recursion_room() -> int:
+    """The recursion limit this process can afford: 1 frame per 2 KiB of the C stack's limit
+    (8 MiB: 4,096 frames, 4 times the default), never less than Python's own."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_STACK)[0]
+        if soft == resource.RLIM_INFINITY or soft <= 0:
+            soft = 64 * 2**20
+    except (ImportError, OSError, ValueError):
+        soft = 8 * 2**20
+    return max(1000, min(50_000, soft // 2048))
+
+
+@contextmanager
+def _room_to_recurse() -> Iterator[None]:
+    """Torch's own walks of a module tree (calls, ``named_modules``, ``deepcopy``) recurse once or
+    more per level: a model 300 modules deep needs more than the default 1000 frames."""
+    old = sys.getrecursionlimit()
+    try:
+        sys.setrecursionlimit(max(old, recursion_room()))
+    except (ValueError, RecursionError):
+        pass
+    try:
+        yield
+    finally:
+        try:
+            sys.setrecursionlimit(old)
+        except (ValueError, RecursionError):
+            pass
+
+
+@contextmanager
+def command_scope() -> Iterator[None]:
+    """What a command's work runs inside: stdout for data only, warnings as notes, room to recurse."""
+    with _stdout_for_data(), _warnings_as_notes(), _room_to_recurse():
+        yield
+
+
+# -- whose failure is it? -------------------------------------------------------------------------
+def _user_module(frame: Any) -> bool:
+    """A frame of the model's own code: a module ``usermodel`` imported for ``--model``."""
+    name = frame.f_globals.get("__name__")
+    if not isinstance(name, str):
+        return False
+    usermodel = sys.modules.get("resnet_trace.usermodel")
+    modules = getattr(usermodel, "USER_MODULES", ())
+    return any(name == m or name.startswith(m + ".") for m in modules)
+
+
+def _torch_frame(frame: Any, *names: str) -> bool:
+    name = frame.f_globals.get("__name__")
+    return isinstance(name, str) and name.split(".")[0] == "torch" and frame.f_code.co_name in names
+
+
+def model_failure(exc: BaseException) -> str | None:
+    """Where the model's code raised ``exc``, in words, or None when it is not the model's.
+
+    The model's, when a frame deeper than our innermost one is the model's own code (a module
+    ``--model`` imported: its forward, its ``__str__``, its ``parameters()``), a module call (a
+    forward, of any module), or autograd's backward. Raised in our code, or in a library our code
+    called directly, it is ours (exit 4).
+    """
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    name_of = [f.f_globals.get("__name__") for f in frames]
+    ours = [i for i, n in enumerate(name_of) if isinstance(n, str) and n.split(".")[0] == "resnet_trace"]
+    if not ours:
+        return None
+    deeper = frames[ours[-1] + 1 :]
+    user = [f for f in deeper if _user_module(f)]
+    if user:
+        f = user[-1]
+        return f"{os.path.basename(f.f_code.co_filename)}:{f.f_lineno}, in {f.f_code.co_name}"
+    if any(_torch_frame(f, "_call_impl", "_wrapped_call_impl") for f in deeper):
+        return "in a module's forward"
+    if any(_torch_frame(f, "backward", "_engine_run_backward") for f in deeper):
+        return "in the backward"
+    return None
+
+
 _DEBUG = "resnet_trace.debug"  # the key of --debug in the Click context's meta, shared by every context
 
 
@@ -174,6 +423,21 @@ class OneLineErrors(TyperGroup):
         ctx = super().make_context(info_name, args, parent=parent, **extra)
         self._meta = ctx.meta  # one dict, shared with the command's context made from this one
         return ctx
+
+    def resolve_command(self, ctx: Any, args: Any) -> Any:
+        """The command to run, its work (the callback, after its options were parsed and any
+        ``--help`` printed) wrapped in :func:`command_scope`."""
+        name, cmd, rest = super().resolve_command(ctx, args)
+        callback = getattr(cmd, "callback", None)
+        if cmd is not None and callback is not None and not getattr(callback, "_scoped", False):
+
+            def scoped(*a: Any, **kw: Any) -> Any:
+                with command_scope():
+                    return callback(*a, **kw)
+
+            scoped._scoped = True  # type: ignore[attr-defined]
+            cmd.callback = scoped
+        return name, cmd, rest
 
     def _debug(self) -> bool:
         """``--debug`` was parsed (before the command or after it), or ``RESNET_TRACE_DEBUG`` is set."""
@@ -230,9 +494,19 @@ class OneLineErrors(TyperGroup):
             else:
                 _say("interrupted")
                 code = ExitCode.INTERRUPTED
-        except RecursionError:
-            _say("error: the input is nested too deeply to read")
-            code = ExitCode.USAGE
+        except RecursionError as exc:
+            where = model_failure(exc)
+            if where is not None:
+                _say(
+                    f"error: the model's code failed ({where}): it recursed deeper than {recursion_room():,} calls"
+                )
+                code = ExitCode.MODEL_REJECTED
+            else:
+                _say(
+                    f"error: nested deeper than Python's recursion limit ({recursion_room():,} calls) "
+                    "allows to follow: the model's modules, its inputs or a file"
+                )
+                code = ExitCode.USAGE
         except MemoryError:
             _say(
                 "error: out of memory (use 'resnet-trace summary', which needs no memory, or a smaller input)"
@@ -244,14 +518,26 @@ class OneLineErrors(TyperGroup):
         except BrokenPipeError:
             _quiet_broken_pipe()
             code = ExitCode.OK
-        except Exception as exc:  # a bug of ours
+        except Exception as exc:  # the model's code, where no row can say so; else a bug of ours
             if self._debug():
                 traceback.print_exc()
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            _say(
-                f"internal error: {type(exc).__name__}: {first} (a bug; rerun with --debug for the traceback)"
-            )
-            code = ExitCode.INTERNAL
+            where = model_failure(exc)
+            if where is not None:
+                _say(f"error: the model's code failed ({where}): {type(exc).__name__}: {message_of(exc)}")
+                code = ExitCode.MODEL_REJECTED
+            else:
+                _say(
+                    f"internal error: {type(exc).__name__}: {message_of(exc)} "
+                    "(a bug; rerun with --debug for the traceback)"
+                )
+                code = ExitCode.INTERNAL
+        except (SystemExit, GeneratorExit) as exc:  # the model's code called sys.exit later on
+            where = model_failure(exc)
+            if where is None:
+                raise
+            what = f"sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else type(exc).__name__
+            _say(f"error: the model's code failed ({where}): it called {what}"[:400])
+            code = ExitCode.MODEL_REJECTED
         if _lost_lines and code == ExitCode.OK:
             code = ExitCode.USAGE  # something had to be said and stderr could not take it
         if standalone_mode:
@@ -263,7 +549,7 @@ def _quiet_broken_pipe() -> None:
     """The reader went away (``| head``): stop writing, quietly."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, data_stream().fileno())
     except (OSError, ValueError):
         pass
 
@@ -278,7 +564,9 @@ class _Signalled(BaseException):
 
 @contextmanager
 def _cleanup_on_signals() -> Iterator[None]:
-    """Turn SIGTERM and SIGHUP into an exception for the span of a write (SIGINT already is one)."""
+    """Turn SIGTERM and SIGHUP into an exception for the span of a write (SIGINT already is one).
+
+    A signal ignored when the write starts (SIGHUP under ``nohup``) stays ignored."""
     previous: dict[int, Any] = {}
 
     def handler(signum: int, frame: object) -> None:
@@ -289,6 +577,8 @@ def _cleanup_on_signals() -> Iterator[None]:
         if signum is None:
             continue
         try:
+            if signal.getsignal(signum) == signal.SIG_IGN:  # nohup: ignored it stays
+                continue
             previous[signum] = signal.signal(signum, handler)
         except (ValueError, OSError):  # not the main thread: leave signals alone
             pass
@@ -337,8 +627,9 @@ def write_output(text: str, output: Path | None, option: str = "--output") -> No
     """
     if output is None:
         try:
-            sys.stdout.write(text)
-            sys.stdout.flush()
+            stream = data_stream()
+            stream.write(text)
+            stream.flush()
         except BrokenPipeError:  # the reader went away (| head): stop quietly
             _quiet_broken_pipe()
         except (OSError, ValueError) as exc:  # a full disk behind a redirect, a closed stdout
@@ -381,7 +672,10 @@ def write_output(text: str, output: Path | None, option: str = "--output") -> No
 
 
 def _color(output: Path | None) -> tuple[bool, int]:
-    tty = output is None and sys.stdout.isatty()
+    try:
+        tty = output is None and bool(data_stream().isatty())
+    except (OSError, ValueError, AttributeError):
+        tty = False
     color = tty and not os.environ.get("NO_COLOR")
     if tty:
         import shutil

@@ -71,10 +71,21 @@ def stopped(errors: list[tuple[tuple[int, ...], Any]]) -> int:
     """One stderr line per input the model rejected (three at most); exit 3 if any was."""
     failed = [(shape, e) for shape, e in errors if e is not None]
     for shape, e in failed[:3]:
-        _say(f"{'x'.join(map(str, shape))}: stopped at {e.module}: {e.message}; {e.hint}")
+        _say(
+            f"{'x'.join(map(str, shape))}: stopped at {_short(e.module)}: {_short(e.message, 400)}; {e.hint}"
+        )
     if len(failed) > 3:
         _say(f"... and {len(failed) - 3} more inputs failed")
     return ExitCode.MODEL_REJECTED if failed else ExitCode.OK
+
+
+def _short(text: str, limit: int = 160) -> str:
+    """``text``, or its head and tail around a count of what was left out: a module 1,000 levels
+    deep is named in one readable line."""
+    if len(text) <= limit:
+        return text
+    keep = (limit - 30) // 2
+    return f"{text[:keep]}...({len(text) - 2 * keep:,} characters)...{text[-keep:]}"
 
 
 def emit_differences(diffs: list, fmt: Format, output: Path | None, expected: str, got: str) -> int:

@@ -42,6 +42,32 @@ def _sum_of_squares(flat: torch.Tensor) -> float:
     return total
 
 
+def distinct(t: torch.Tensor) -> tuple[torch.Tensor | None, int]:
+    """``t``'s distinct elements and how many times each stands in ``t``; ``(None, 0)`` when they
+    cannot be read without making more than ``t``'s own storage.
+
+    A broadcast view (``expand()``: a stride of 0) repeats every distinct element equally often:
+    its first index along each such dimension is read, and counted that many times. A view whose
+    other strides overlap (``as_strided``, ``unfold``) names more elements than its storage holds;
+    reading them would materialise what the model never allocated, so past 1 MiB of them
+    (:data:`_CHUNK` values) it has no statistics.
+    """
+    if any(st == 0 and size > 1 for st, size in zip(t.stride(), t.shape)):
+        index = tuple(slice(0, 1) if st == 0 else slice(None) for st in t.stride())
+        small = t[index]
+        repeat = t.numel() // max(small.numel(), 1)
+        t = small
+    else:
+        repeat = 1
+    try:
+        held = t.untyped_storage().nbytes() // max(t.element_size(), 1)
+    except (RuntimeError, NotImplementedError):  # a tensor without a storage of its own (a subclass)
+        return t, repeat
+    if t.numel() > max(held, _CHUNK):  # a small one is read all the same: 1 MiB at most
+        return None, 0
+    return t, repeat
+
+
 class ActivationStats:
     """Mean, std (unbiased, as ``Tensor.std``), min, max and fraction of zeros of a first output tensor.
 
@@ -87,14 +113,19 @@ class ActivationStats:
             return last[1]
         with torch.no_grad():
             a = self._measure(t.detach())
-        self._last = (weakref.ref(t), a)
+        if a is not None:
+            self._last = (weakref.ref(t), a)
         return a
 
     def forget(self) -> None:
         """An operation ran: the last result may no longer describe its tensor."""
         self._last = None
 
-    def _measure(self, t: torch.Tensor) -> Activation:
+    def _measure(self, whole: torch.Tensor) -> Activation | None:
+        found, repeat = distinct(whole)
+        if found is None:
+            return None
+        t = found
         if t.dtype not in (torch.float32, torch.float64):
             t = t.float()
         flat = t.reshape(-1)
@@ -102,19 +133,20 @@ class ActivationStats:
         low, high = torch.aminmax(flat)
         total, low_f, high_f = torch.stack([flat.sum(), low, high]).tolist()
         mean = total / n
-        std = 0.0
+        deviations = 0.0  # the sum of squared deviations from the mean, over the distinct values
         scale = max(abs(low_f), abs(high_f))
         if n > 1 and not _SQUARES_FIT[0] <= scale <= _SQUARES_FIT[1]:
             # squares would underflow or overflow float32 (or there is a NaN or an infinity)
-            std = float(flat.double().std())
+            deviations = float(flat.double().var()) * (n - 1)
         elif n > 1:
-            var = (_sum_of_squares(flat) - n * mean * mean) / (n - 1)
-            if not (var > 0 and mean * mean <= _CANCELLATION * var):
-                squares = 0.0
+            deviations = _sum_of_squares(flat) - n * mean * mean
+            if not (deviations > 0 and mean * mean * (n - 1) <= _CANCELLATION * deviations):
+                deviations = 0.0
                 for chunk, buf in self._chunks(flat):
-                    squares += _sum_of_squares(torch.sub(chunk, mean, out=buf))
-                var = squares / (n - 1)
-            std = math.sqrt(var)
+                    deviations += _sum_of_squares(torch.sub(chunk, mean, out=buf))
+        # Each distinct value stands for ``repeat`` elements of the tensor: so do their deviations.
+        total_n = n * repeat
+        std = math.sqrt(deviations * repeat / (total_n - 1)) if total_n > 1 else 0.0
         if mean != mean:  # torch.sign(NaN) is 0, which would count a NaN as a zero
             zeros = int(flat.eq(0).sum(dtype=torch.int64).item())
         elif low_f > 0 or high_f < 0:

@@ -8,8 +8,9 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
+from resnet_trace.printable import printable, visible
 from resnet_trace.records import Difference, Format, differences_dict, dumps, json_cell, shape_text
-from resnet_trace.render.tabular import csv_text, md_row, md_rule
+from resnet_trace.render.tabular import csv_text, md_code, md_row, md_rule
 
 
 def csv_value(value: object) -> str:
@@ -47,6 +48,8 @@ def render_differences(
 ) -> str:
     if fmt in (Format.JSON, Format.JSONL):  # jsonl, as everywhere: the document compact on one line
         return dumps(differences_dict(diffs, expected, got), indent=2 if fmt == Format.JSON else None)
+    # A golden's names, values and paths are data: shown by their escapes, never as terminal codes.
+    diffs, expected, got = printable(list(diffs)), visible(expected), visible(got)
     if fmt == Format.CSV:
         return csv_text(
             ["row", "field", "expected", "got"],
@@ -54,7 +57,7 @@ def render_differences(
         )
     if fmt == Format.MARKDOWN:
         lines = [
-            f"Comparing `{expected}` (expected) with `{got}` (got): "
+            f"Comparing {md_code(expected)} (expected) with {md_code(got)} (got): "
             + (f"{len(diffs)} difference(s)." if diffs else "no differences."),
             "",
         ]

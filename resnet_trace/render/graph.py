@@ -8,6 +8,7 @@ or ``identity``. Stages are subgraphs; edges carry the shapes that flow along th
 
 from __future__ import annotations
 
+from resnet_trace.printable import visible
 from resnet_trace.records import Depth, GraphFormat, Kind, Row, Shape, Trace, shape_text
 
 
@@ -45,11 +46,42 @@ def _chain(trace: Trace) -> list[Row]:
     return [r for r in trace.rows if r.depth is not Depth.LAYER and r.kind is not Kind.STAGE]
 
 
-def _nid(name: str) -> str:
-    return "n_" + "".join(c if c.isalnum() else "_" for c in name)
+class _Ids:
+    """A Mermaid node id per name: ``n_`` and the name's ASCII letters and digits (others ``_``),
+    made unique when two names would give one id (``a.b`` and ``a_b``), or a stage and a node one."""
+
+    def __init__(self) -> None:
+        self._of: dict[tuple[str, str], str] = {}
+        self._taken: set[str] = set()
+
+    def __call__(self, name: str, kind: str = "node") -> str:
+        got = self._of.get((kind, name))
+        if got is None:
+            base = "n_" + "".join(c if c.isascii() and c.isalnum() else "_" for c in name)
+            got, n = base, 1
+            while got in self._taken:
+                n += 1
+                got = f"{base}_{n}"
+            self._of[(kind, name)] = got
+            self._taken.add(got)
+        return got
+
+
+#: Characters a Mermaid label cannot hold as they are, written as Mermaid's ``#code;`` entities:
+#: the quote that ends the label, the entity mark itself, HTML's, Markdown's backtick and the pipe
+#: of an edge label.
+_MERMAID = {"#": "#35;", '"': "#34;", "&": "#38;", "<": "#60;", ">": "#62;", "`": "#96;", "|": "#124;"}
+
+
+def _ml(text: str) -> str:
+    """Text from a model inside a quoted Mermaid label: control characters as escapes
+    (:func:`~resnet_trace.printable.visible`), then Mermaid's own entities."""
+    return "".join(_MERMAID.get(c, c) for c in visible(text))
 
 
 def render_mermaid(trace: Trace) -> str:
+    """The chain as a Mermaid flowchart; every name from the model quoted by :func:`_ml`."""
+    _nid = _Ids()
     lines = ["flowchart TD", f'  input(["input {shape_text(trace.input_shape)}"])']
     prev = "input"
     prev_shape: Shape | None = trace.input_shape
@@ -64,15 +96,15 @@ def render_mermaid(trace: Trace) -> str:
         group = nodes_by_stage[-1][1]
         if row.kind is Kind.BLOCK:
             body, add = _nid(row.name), _nid(row.name + "+")
-            group.append(f'    {body}["{row.name}<br/>{_body_label(trace, row)}"]')
-            group.append(f'    {add}(("+ {row.name}"))')
+            group.append(f'    {body}["{_ml(row.name)}<br/>{_ml(_body_label(trace, row))}"]')
+            group.append(f'    {add}(("+ {_ml(row.name)}"))')
             edges.append(f'  {prev} -->|"{shape_text(prev_shape)}"| {body}')
             edges.append(f"  {body} --> {add}")
-            edges.append(f'  {prev} -.->|"{skip_label(trace, row)}"| {add}')
+            edges.append(f'  {prev} -.->|"{_ml(skip_label(trace, row))}"| {add}')
             prev = add
         else:
             node = _nid(row.name)
-            group.append(f'    {node}["{row.name} ({row.kind})"]')
+            group.append(f'    {node}["{_ml(row.name)} ({row.kind})"]')
             edges.append(f'  {prev} -->|"{shape_text(prev_shape)}"| {node}')
             prev = node
         prev_shape = row.out_shape
@@ -80,7 +112,7 @@ def render_mermaid(trace: Trace) -> str:
         if st is None:
             lines.extend(g[2:] for g in group)
         else:
-            lines.append(f'  subgraph {_nid(st)} ["{st}"]')
+            lines.append(f'  subgraph {_nid(st, "stage")} ["{_ml(st)}"]')
             lines.extend(group)
             lines.append("  end")
     lines.extend(edges)
@@ -88,13 +120,17 @@ def render_mermaid(trace: Trace) -> str:
         lines.append(f'  output(["output {shape_text(trace.output_shape)}"])')
         lines.append(f'  {prev} -->|"{shape_text(prev_shape)}"| output')
     else:
-        lines.append(f'  stopped{{{{"stopped at {trace.error.module}"}}}}')
+        lines.append(f'  stopped{{{{"stopped at {_ml(trace.error.module)}"}}}}')
         lines.append(f'  {prev} -->|"{shape_text(prev_shape)}"| stopped')
     return "\n".join(lines) + "\n"
 
 
-def _q(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def _q(text: str, *lines: str) -> str:
+    """A DOT quoted string (an id or a label) of ``text``, and of ``lines`` below it: control
+    characters as escapes (:func:`~resnet_trace.printable.visible`), ``\\`` and ``"`` escaped
+    as DOT reads them, the lines joined by DOT's own ``\\n``."""
+    parts = [visible(t).replace("\\", "\\\\").replace('"', '\\"') for t in (text, *lines)]
+    return '"' + "\\n".join(parts) + '"'
 
 
 def render_dot(trace: Trace) -> str:
@@ -113,7 +149,7 @@ def render_dot(trace: Trace) -> str:
         if row.kind is Kind.BLOCK:
             body, add = _q(row.name), _q(row.name + " +")
             decl = [
-                f"    {body} [label={_q(row.name + chr(10) + _body_label(trace, row))}];",
+                f"    {body} [label={_q(row.name, _body_label(trace, row))}];",
                 f'    {add} [shape=circle, label="+"];',
             ]
             clusters.setdefault(row.stage or "", []).extend(decl)

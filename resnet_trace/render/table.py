@@ -12,6 +12,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from resnet_trace.printable import printable
 from resnet_trace.records import CUSTOM, Depth, Head, Kind, Report, Row, Trace, TrainInfo, Variant, shape_text
 from resnet_trace.render.bars import decades_below, log_bars
 from resnet_trace.render.data import model_title
@@ -276,6 +277,9 @@ def sweep_table(reports: Sequence[Report]) -> Table:
 
 
 def renderables(reports: Sequence[Report], *, tables: bool = True) -> list[RenderableType]:
+    """The tables, notes and sweep of ``reports``; every name, message and path in them shown by
+    :func:`~resnet_trace.printable.printable` (control characters and bidi controls as escapes)."""
+    reports = printable(list(reports))
     out: list[RenderableType] = []
     for report in reports:
         if tables:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterable, Sequence
 
+from resnet_trace.printable import printable, visible
 from resnet_trace.records import Depth, Report, Row, row_dict, shape_text
 from resnet_trace.render.data import model_title
 from resnet_trace.units import input_text
@@ -50,6 +52,7 @@ ROW_COLUMNS = (
     "act_zero_fraction",
 )
 CSV_COLUMNS = ("input", "error", *ROW_COLUMNS)
+_BACKTICKS = re.compile("`+")
 _ABSENT = {"count": "1", "call": "1", "calls": "1"}  # fields the document leaves out at their default
 
 
@@ -81,12 +84,19 @@ def csv_cells(row: Row) -> dict[str, str]:
 
 
 def csv_text(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """The one CSV writer: a header, then the rows, ``\\n`` line ends, quoted as the csv module does."""
+    """The one CSV writer: a header, then the rows, ``\\n`` line ends, quoted as the csv module does.
+
+    Every text cell goes through :func:`~resnet_trace.printable.visible` first: a name holding a
+    line break or a control character stays one cell of one line, shown by its escapes."""
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
+    writer = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+    writer.writerow([_text(c) for c in header])
+    writer.writerows([_text(c) for c in row] for row in rows)
     return buf.getvalue()
+
+
+def _text(cell: object) -> object:
+    return visible(cell) if isinstance(cell, str) else cell
 
 
 def render_csv(reports: Sequence[Report]) -> str:
@@ -109,8 +119,25 @@ def render_csv(reports: Sequence[Report]) -> str:
 
 
 def md_escape(text: str) -> str:
-    """A cell's text that cannot break its row: ``|`` escaped, each line break as ``<br>``."""
-    return text.replace("|", "\\|").replace("\r\n", "<br>").replace("\r", "<br>").replace("\n", "<br>")
+    """A cell's text that cannot break its row or become markup: control characters and line breaks
+    as their escapes (:func:`~resnet_trace.printable.visible`), then ``\\`` and ``|`` escaped, and
+    ``&``, ``<``, ``>`` as entities (no HTML from a name)."""
+    text = visible(text).replace("\\", "\\\\").replace("|", "\\|")
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def md_text(text: str) -> str:
+    """A line of Markdown prose holding names: control characters as escapes, no HTML."""
+    return visible(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def md_code(text: str) -> str:
+    """``text`` as a code span whose fence no backtick inside it can close."""
+    text = visible(text)
+    longest = max((len(m) for m in _BACKTICKS.findall(text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def md_row(cells: Sequence[str | None]) -> str:
@@ -124,12 +151,15 @@ def md_rule(right: Sequence[bool]) -> str:
 
 
 def render_markdown(reports: Sequence[Report]) -> str:
-    """A GitHub pipe table per input, with totals and any error below it."""
+    """A GitHub pipe table per input, with totals and any error below it. Every name, message and
+    path is shown by :func:`~resnet_trace.printable.printable`, each cell escaped by :func:`md_escape`."""
     out: list[str] = []
-    for report in reports:
+    for report in printable(list(reports)):
         t = report.trace
         run = t.command == "run"
-        out.append(f"### {t.command} · {model_title(t)} · input {input_text(t.input_shape, t.inputs)}")
+        out.append(
+            md_text(f"### {t.command} · {model_title(t)} · input {input_text(t.input_shape, t.inputs)}")
+        )
         out.append("")
         header = ["#", "name", "kind", "depth", "parent", "input", "output", "skip", "params", "MACs"]
         if report.depth is Depth.STAGE:
@@ -181,11 +211,13 @@ def render_markdown(reports: Sequence[Report]) -> str:
             f"**Totals{scope}:** {tot.params:,} params, {tot.macs:,} MACs, "
             f"{tot.params_unused:,} params "
             + ("in modules that never ran" if t.model.source == "builtin" else "never read")
-            + (f" ({', '.join(f'`{m}`' for m in tot.unused_modules)})" if tot.unused_modules else "")
+            + (f" ({', '.join(md_code(m) for m in tot.unused_modules)})" if tot.unused_modules else "")
             + "."
         )
         if t.error is not None:
             out.append("")
-            out.append(f"**Stopped at `{t.error.module}`:** {t.error.message}. {t.error.hint}.")
+            out.append(
+                f"**Stopped at {md_code(t.error.module)}:** {md_text(t.error.message)}. {md_text(t.error.hint)}."
+            )
         out.append("")
     return "\n".join(out)

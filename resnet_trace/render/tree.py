@@ -6,15 +6,18 @@ from rich.console import Group
 from rich.text import Text
 from rich.tree import Tree
 
+from resnet_trace.printable import visible
 from resnet_trace.records import TreeNode, shape_text
 
 
 def _label(node: TreeNode) -> Text:
-    text = Text(node.attr or node.type)
-    text.append(f"  {node.type}", style="cyan")
+    """A module's attribute, type and parameters; names shown by their escapes, never as terminal codes."""
+    text = Text(visible(node.attr or node.type))
+    text.append(f"  {visible(node.type)}", style="cyan")
     if node.alias_of is not None:
         text.append(
-            f"  (shared: the same module as {node.alias_of or 'the model'}; counted once)", style="dim"
+            f"  (shared: the same module as {visible(node.alias_of) or 'the model'}; counted once)",
+            style="dim",
         )
         return text
     if node.params:
@@ -25,15 +28,23 @@ def _label(node: TreeNode) -> Text:
 
 
 def _add(tree: Tree, node: TreeNode) -> None:
-    for child in node.children:
-        branch = tree.add(_label(child))
-        _add(branch, child)
+    """Every module under ``node`` as a branch of ``tree``, in order (a loop: any depth)."""
+    todo = [(tree, node)]
+    while todo:
+        branch, at = todo.pop()
+        added = [(branch.add(_label(child)), child) for child in at.children]
+        todo.extend(reversed(added))
 
 
 def never_ran(node: TreeNode) -> list[TreeNode]:
-    out = [node] if node.own_params and not node.ran and node.alias_of is None else []
-    for child in node.children:
-        out.extend(never_ran(child))
+    """The modules holding parameters of their own that never ran, in tree order (a loop: any depth)."""
+    out = []
+    todo = [node]
+    while todo:
+        at = todo.pop()
+        if at.own_params and not at.ran and at.alias_of is None:
+            out.append(at)
+        todo.extend(reversed(at.children))
     return out
 
 
@@ -47,6 +58,7 @@ def render_tree(
 ) -> str:
     from resnet_trace.render.table import console_text, make_console
 
+    stopped = visible(stopped) if stopped is not None else None
     tree = Tree(_label(root))
     _add(tree, root)
     dead = never_ran(root)
@@ -56,7 +68,7 @@ def render_tree(
         footer.append(f"; the trace of {shape} stopped at {stopped}: modules from there on did not run")
     elif dead:
         footer.append(
-            f"; never ran in a trace of {shape}: {', '.join(n.name for n in dead)} "
+            f"; never ran in a trace of {shape}: {', '.join(visible(n.name) for n in dead)} "
             f"({sum(n.own_params for n in dead):,} params)"
         )
     console = make_console(color=color, width=width)
