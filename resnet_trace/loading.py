@@ -4,6 +4,12 @@ Every file is untrusted data (docs/security.md). Before a byte of it is read int
 it must be a regular file (not a device, FIFO or socket, directly or through a symlink); its
 size, and the size its header or zip directory declares, go through the memory guard; and a
 tensor's materialised size is checked before it is copied. Nothing is ever unpickled unsafely.
+
+Nothing returned is ever pages of the file: a ``.pt`` is checked on a map of the file and then
+read into private memory (:func:`safe_torch_load`), arrays are read with ``read``, so another
+process truncating or replacing a file once it is read cannot touch a running forward. A file
+that changes while it is read (its size, modification time or inode, or a read that comes up
+short) is a UsageError saying so.
 """
 
 from __future__ import annotations
@@ -104,11 +110,11 @@ def _refusal(exc: BaseException) -> str:
     return (lines[0] if lines else type(exc).__name__)[:160]
 
 
-def _zip_declared(path: Path, size: int, what: str) -> int:
+def _zip_declared(fh: IO[bytes], size: int, name: str) -> int:
     """Bytes the zip's entries declare, uncompressed; refuse what torch.save never writes."""
-    name = _name(path, what)
     try:
-        with zipfile.ZipFile(path) as zf:
+        fh.seek(0)
+        with zipfile.ZipFile(fh) as zf:  # the open file checked, not its path again
             infos = zf.infolist()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
         raise UsageError(f"{name} is not a readable torch file: {str(exc)[:200]}") from None
@@ -135,36 +141,89 @@ def _zip_declared(path: Path, size: int, what: str) -> int:
     return total
 
 
-def safe_torch_load(path: Path, what: str) -> object:
-    """``torch.load(weights_only=True, mmap=True)`` of a checked file whose zip directory was bounded.
+#: What a file that changed between its check and the end of its read is told (one line).
+CHANGED = "changed while it was being read"
 
-    A pickle that would run code is refused, unrun; so is PyTorch's legacy (pre-1.6, non-zip)
-    format, whose storages declare sizes that cannot be checked before torch allocates them.
-    """
+
+def file_change(fh: IO[bytes], path: Path, st: os.stat_result) -> str | None:
+    """How the file opened as ``fh`` (``st`` when it was checked) has changed since, in words; None
+    when it has not: what ``path`` names now, the file's size, its modification or status time."""
+    try:
+        there = os.stat(path)
+    except OSError:
+        return "it was removed or renamed"
+    if (there.st_dev, there.st_ino) != (st.st_dev, st.st_ino):
+        return "another file replaced it"
+    now = os.fstat(fh.fileno())
+    if now.st_size != st.st_size:
+        return f"its size went from {st.st_size:,} to {now.st_size:,} bytes"
+    if now.st_mtime_ns != st.st_mtime_ns:
+        return "it was written to"
+    if now.st_ctime_ns != st.st_ctime_ns:  # a writer that set the old modification time back
+        return "its status changed: written to, or its times set"
+    return None
+
+
+def changed(name: str, how: str) -> UsageError:
+    """The one line of a file that changed while it was read (exit 2)."""
+    return UsageError(f"{name} {CHANGED} ({how}); it was not used")
+
+
+@contextmanager
+def open_unchanged(path: Path, what: str) -> Iterator[tuple[BufferedReader, os.stat_result]]:
+    """:func:`open_checked`, and the file must still be as it was checked when the read ends
+    (:func:`file_change`): else, and when a read failed or came up short meanwhile, the
+    UsageError says that it changed while it was being read."""
     name = _name(path, what)
     with open_checked(path, what) as (fh, st):
-        if st.st_size == 0:
-            raise UsageError(f"{name} is empty, not a torch file")
-        check_read(st.st_size, name)
         try:
-            head = fh.read(4)
-        except OSError as exc:
-            raise UsageError(f"{name} cannot be read: {exc.strerror or exc}") from None
-        real = Path(os.path.realpath(path))
-        if not head.startswith(_ZIP_MAGIC):
-            if head[:1] == bytes([_PICKLE_PROTO]):
-                raise UsageError(
-                    f"{name} was refused: it is a bare pickle or a checkpoint in PyTorch's legacy (pre-1.6) "
-                    f"format, which could run code and whose size cannot be checked before loading "
-                    f"(save it again with torch.save from PyTorch 1.6 or later)"
-                )
-            raise UsageError(f"{name} is not a file written by torch.save")
-        _zip_declared(real, st.st_size, what)
+            yield fh, st
+        except UsageError:
+            how = file_change(fh, path, st)
+            if how is None:
+                raise
+            raise changed(name, how) from None
+        how = file_change(fh, path, st)
+        if how is not None:
+            raise changed(name, how)
+
+
+def _layout(obj: object, depth: int = 0) -> object:
+    """What a loaded object holds, data aside: containers, keys, and every tensor's class, dtype,
+    shape, strides, offset and storage (size, and which tensors share it). Equal for the map
+    that was checked and the private copy read after it, unless the file changed in between."""
+    storages: dict[int, int] = {}
+
+    def walk(o: object, depth: int) -> object:
+        if depth > 64:
+            return type(o).__name__
+        if isinstance(o, torch.Tensor):
+            try:
+                st = o.untyped_storage()
+                n = st.nbytes()  # an empty storage has no address of its own to share
+                where = (storages.setdefault(st.data_ptr(), len(storages)) if n else -1), n
+                form: object = (tuple(o.stride()), o.storage_offset(), where)
+            except (RuntimeError, NotImplementedError, TypeError):  # sparse, quantized: no plain storage
+                form = None
+            return (type(o).__name__, str(o.dtype), tuple(o.shape), str(o.layout), form)
+        if isinstance(o, dict):
+            return (type(o).__name__, tuple((repr(k), walk(v, depth + 1)) for k, v in o.items()))
+        if isinstance(o, (list, tuple)):
+            return (type(o).__name__, tuple(walk(v, depth + 1) for v in o))
+        if isinstance(o, (str, bytes, int, float, bool, complex)) or o is None:
+            return o
+        return type(o).__name__
+
+    return walk(obj, depth)
+
+
+def _torch_load(source: str | IO[bytes], name: str, *, mmap: bool) -> object:
+    """``torch.load(weights_only=True)`` whatever a damaged or hostile file makes of it: a UsageError."""
     try:
         with warnings.catch_warnings():
             # e.g. "Detected pickle protocol 4": we print one line of our own instead.
             warnings.simplefilter("ignore")
-            return torch.load(real, map_location=Device.CPU, weights_only=True, mmap=True)
+            return torch.load(source, map_location=Device.CPU, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         raise UsageError(
             f"{name} was refused: only weights-only files (tensors and dicts of tensors) "
@@ -175,6 +234,71 @@ def safe_torch_load(path: Path, what: str) -> object:
     except Exception as exc:  # whatever torch.load makes of a damaged file, it is the file's fault
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UsageError(f"{name} is not a readable torch file: {first[:200]}") from None
+
+
+def _proc_path(fh: IO[bytes], real: Path) -> str:
+    """A path naming the very file open as ``fh`` (Linux's ``/proc/self/fd``), else its resolved path."""
+    proc = f"/proc/self/fd/{fh.fileno()}"
+    return proc if os.path.exists(proc) else str(real)
+
+
+def safe_torch_load(path: Path, what: str, check: Callable[[object], object] | None = None) -> object:
+    """A checked torch file's contents, weights-only, in private memory.
+
+    The file is opened once and checked (a regular file, its size through the guard, a zip whose
+    entries are bounded). A pickle that would run code is refused, unrun; so is PyTorch's legacy
+    (pre-1.6, non-zip) format, whose storages declare sizes that cannot be checked before torch
+    allocates them. Then two reads of that one open file:
+
+    * ``torch.load(mmap=True)``: the tensors are pages of the file, none read yet, and ``check``
+      (the caller's dtypes, shapes and memory guard) is called with them. It must not read any
+      tensor's data;
+    * ``torch.load`` without ``mmap``: every storage read into private memory, never the file's
+      pages, so a forward never depends on a file another process may truncate or replace.
+
+    At the end the file must be as it was checked (size, modification time, inode; its path
+    still naming it) and hold the same tensors (:func:`_layout`): otherwise, or when a read comes
+    up short, a UsageError says that it changed while it was being read.
+    """
+    with open_unchanged(path, what) as (fh, st):
+        return _load_checked(fh, st, path, _name(path, what), check)
+
+
+def _load_checked(
+    fh: BufferedReader, st: os.stat_result, path: Path, name: str, check: Callable[[object], object] | None
+) -> object:
+    if st.st_size == 0:
+        raise UsageError(f"{name} is empty, not a torch file")
+    check_read(st.st_size, name)
+    try:
+        head = fh.read(4)
+    except OSError as exc:
+        raise UsageError(f"{name} cannot be read: {exc.strerror or exc}") from None
+    if not head.startswith(_ZIP_MAGIC):
+        if head[:1] == bytes([_PICKLE_PROTO]):
+            raise UsageError(
+                f"{name} was refused: it is a bare pickle or a checkpoint in PyTorch's legacy (pre-1.6) "
+                f"format, which could run code and whose size cannot be checked before loading "
+                f"(save it again with torch.save from PyTorch 1.6 or later)"
+            )
+        raise UsageError(f"{name} is not a file written by torch.save")
+    _zip_declared(fh, st.st_size, name)
+    mapped = _torch_load(_proc_path(fh, Path(os.path.realpath(path))), name, mmap=True)
+    if check is not None:
+        check(mapped)
+    layout = _layout(mapped)
+    del mapped  # the map goes with its last tensor: nothing of the file stays mapped
+    how = file_change(fh, path, st)
+    if how is not None:
+        raise changed(name, how)
+    try:
+        fh.seek(0)
+    except OSError as exc:
+        raise UsageError(f"{name} cannot be read: {exc.strerror or exc}") from None
+    obj = _torch_load(fh, name, mmap=False)
+    if file_change(fh, path, st) is None and _layout(obj) != layout:  # else open_unchanged says how
+        raise changed(name, "it holds other tensors than when it was checked")
+    return obj
 
 
 _READABLE = (
@@ -212,8 +336,19 @@ def _shape(shape: tuple[int, ...] | torch.Size) -> str:
     return "x".join(map(str, shape)) or "a scalar"
 
 
-def unwrap_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
-    """Accept a bare ``state_dict`` or one wrapped as ``{"state_dict": ...}`` / ``{"model": ...}``."""
+def unwrap_state_dict(obj: object, path: Path, *, guard: bool = True) -> dict[str, torch.Tensor]:
+    """Accept a bare ``state_dict`` or one wrapped as ``{"state_dict": ...}`` / ``{"model": ...}``.
+
+    Every tensor is checked, and with ``guard`` their materialised size goes through the memory
+    guard, before floating tensors are made contiguous (a copy only where they are not).
+    """
+    return {
+        k: v.contiguous() if v.is_floating_point() else v for k, v in _state_dict(obj, path, guard).items()
+    }
+
+
+def _state_dict(obj: object, path: Path, guard: bool) -> dict[str, torch.Tensor]:
+    """The state_dict in ``obj``, its tensors checked (no data read); with ``guard``, their size too."""
     if isinstance(obj, dict):
         for key in WRAPPERS:
             inner = obj.get(key)
@@ -233,8 +368,9 @@ def unwrap_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
             raise UsageError(f"--weights {str(path)!r} was refused: {key!r} is {problem}")
         need += t.numel() * t.element_size()
     # The materialised size (an expanded stride-0 tensor's is far more than its storage) before any copy.
-    check_read(need, f"--weights {str(path)!r}")
-    return {k: v.contiguous() if v.is_floating_point() else v for k, v in sd.items()}
+    if guard:
+        check_read(need, f"--weights {str(path)!r}")
+    return sd
 
 
 def checkpoint_config(sd: dict[str, torch.Tensor]) -> ModelSpec | None:
@@ -247,8 +383,28 @@ def checkpoint_config(sd: dict[str, torch.Tensor]) -> ModelSpec | None:
 
 
 def load_weights(path: Path, model: torch.nn.Module, spec: ModelSpec) -> None:
-    """Load a checkpoint strictly into ``model``; name the flags that fit when it does not."""
-    sd = unwrap_state_dict(safe_torch_load(path, "--weights"), path)
+    """Load a checkpoint strictly into ``model``; name the flags that fit when it does not.
+
+    Its tensors, their size and the configuration they hold are checked on the file's map, then
+    read into private memory (:func:`safe_torch_load`): the model never holds pages of the file.
+    """
+
+    def check(mapped: object) -> None:
+        _fits(_state_dict(mapped, path, guard=True), path, spec)
+
+    # Checked above, unchanged since (else safe_torch_load says so): not through the guard twice,
+    # since the memory the copy took is no longer available to it.
+    sd = unwrap_state_dict(safe_torch_load(path, "--weights", check), path, guard=False)
+    try:
+        model.load_state_dict(sd, strict=True, assign=True)
+    except RuntimeError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        detail = lines[1] if len(lines) > 1 else (lines[0] if lines else "")
+        raise UsageError(f"--weights {str(path)!r} does not fit this model: {detail[:240]}") from None
+
+
+def _fits(sd: dict[str, torch.Tensor], path: Path, spec: ModelSpec) -> None:
+    """A seed checkpoint's configuration must be ``spec``'s: else the flags that fit, named."""
     held = checkpoint_config(sd)
     if held is not None and (held.base_dim, held.num_classes, held.variant) != (
         spec.base_dim,
@@ -263,12 +419,6 @@ def load_weights(path: Path, model: torch.nn.Module, spec: ModelSpec) -> None:
             f" ({held.variant} variant), not base_dim {spec.base_dim}, num_classes {spec.num_classes}"
             f" ({spec.variant}): run with {flags}"
         )
-    try:
-        model.load_state_dict(sd, strict=True, assign=True)
-    except RuntimeError as exc:
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        detail = lines[1] if len(lines) > 1 else (lines[0] if lines else "")
-        raise UsageError(f"--weights {str(path)!r} does not fit this model: {detail[:240]}") from None
 
 
 _NPY_MAGIC = b"\x93NUMPY"
@@ -364,7 +514,7 @@ def _npy(path: Path, check_shape: Callable[[tuple[int, ...]], object] | None) ->
     """A ``.npy`` array as float32 NxCxHxW: header parsed and checked before any data is read."""
     name = _name(path, "--input-file")
     np = _numpy()
-    with open_checked(path, "--input-file") as (fh, st):
+    with open_unchanged(path, "--input-file") as (fh, st):
         if st.st_size == 0:
             raise UsageError(f"{name} is empty, not a .npy file")
         shape, fortran, dtype, offset = _npy_header(fh, name)
@@ -383,6 +533,15 @@ def _npy(path: Path, check_shape: Callable[[tuple[int, ...]], object] | None) ->
         arr = _npy_data(fh, name, shape, fortran, dtype)
     # Any byte order numpy knows converts exactly; the result is native float32.
     return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).reshape(x_shape)
+
+
+def _one_tensor(obj: object, name: str) -> torch.Tensor:
+    """The tensor a ``.pt`` input holds: bare, or the one value of a dict."""
+    if isinstance(obj, dict) and len(obj) == 1:
+        obj = next(iter(obj.values()))
+    if not isinstance(obj, torch.Tensor):
+        raise UsageError(f"{name} holds a {type(obj).__name__}, not a tensor")
+    return obj
 
 
 def _input_shape(shape: tuple[int, ...] | torch.Size, name: str) -> tuple[int, ...]:
@@ -412,20 +571,20 @@ def load_input(
     name = _name(path, "--input-file")
     suffix = path.suffix.lower()
     if suffix in (".pt", ".pth"):
-        obj = safe_torch_load(path, "--input-file")
-        if isinstance(obj, dict) and len(obj) == 1:
-            obj = next(iter(obj.values()))
-        if not isinstance(obj, torch.Tensor):
-            raise UsageError(f"{name} holds a {type(obj).__name__}, not a tensor")
-        problem = tensor_problem(obj)
-        if problem:
-            raise UsageError(f"{name} was refused: it holds {problem}")
+
+        def check(mapped: object) -> None:
+            t = _one_tensor(mapped, name)
+            problem = tensor_problem(t)
+            if problem:
+                raise UsageError(f"{name} was refused: it holds {problem}")
+            dims = _input_shape(t.shape, name)
+            if check_shape is not None:
+                check_shape(dims)
+            # What the float copy will take (a stride-0 tensor's is far more than its storage) before it is made.
+            check_read(4 * t.numel() + t.untyped_storage().nbytes(), f"{name} ({_shape(t.shape)})")
+
+        obj = _one_tensor(safe_torch_load(path, "--input-file", check), name)
         dims = _input_shape(obj.shape, name)
-        if check_shape is not None:
-            check_shape(dims)
-        # What the float copy will take (a stride-0 tensor's is far more than its storage) before it is made.
-        count = obj.numel()
-        check_read(4 * count + obj.untyped_storage().nbytes(), f"{name} ({_shape(obj.shape)})")
         x = torch.empty(dims, dtype=torch.float32)
         x.copy_(obj.reshape(dims))
         return x
@@ -434,7 +593,7 @@ def load_input(
     if suffix in IMAGE_SUFFIXES:
         from resnet_trace.images import read_image
 
-        with open_checked(path, "--input-file") as (fh, st):
+        with open_unchanged(path, "--input-file") as (fh, st):
             if st.st_size == 0:
                 raise UsageError(f"{name} is empty, not an image")
             return read_image(fh, path, channels, check_shape=check_shape)
@@ -519,7 +678,38 @@ def _conversion(dtype: Any, fortran: bool, shape: tuple[int, ...]) -> bool:
 
 def _pt_inputs(path: Path, check: Check | None) -> list[tuple[str | None, torch.Tensor]]:
     name = _name(path, "--input-file")
-    obj = safe_torch_load(path, "--input-file")
+
+    def checked(mapped: object) -> None:
+        held = _pt_held(mapped, name)
+        found = []
+        for key, t in held:
+            label = name if key is None else f"{name} (entry {_quoted(key)})"
+            problem = tensor_problem(t)
+            if problem:
+                raise UsageError(f"{label} was refused: it holds {problem}")
+            found.append((key, _dims(t.shape, label), t.dtype))
+        if check is not None:
+            check(_records(found))
+        # The materialised sizes (a stride-0 tensor's is far more than its storage) and the storages.
+        storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for _, t in held}
+        need = sum(t.numel() * t.element_size() for _, t in held) + sum(storages.values())
+        check_read(need, f"{name} ({len(held)} tensor{'s' if len(held) > 1 else ''})")
+
+    held = _pt_held(safe_torch_load(path, "--input-file", checked), name)
+    out: list[tuple[str | None, torch.Tensor]] = []
+    with torch.no_grad():
+        for key, t in held:
+            copy = torch.empty(t.shape, dtype=t.dtype)  # contiguous, bool bytes made 0 or 1
+            if t.dtype == torch.bool:
+                torch.ne(t.view(torch.uint8), 0, out=copy)
+            else:
+                copy.copy_(t)
+            out.append((key, copy))
+    return out
+
+
+def _pt_held(obj: object, name: str) -> list[tuple[str | None, torch.Tensor]]:
+    """The named tensors of a ``.pt`` input: one tensor (positional) or a dict of str -> tensor."""
     held: list[tuple[str | None, torch.Tensor]]
     if isinstance(obj, torch.Tensor):
         held = [(None, obj)]
@@ -543,35 +733,13 @@ def _pt_inputs(path: Path, check: Check | None) -> list[tuple[str | None, torch.
             held.append((key, value))
     else:
         raise UsageError(f"{name} holds a {type(obj).__name__}; expected a tensor or a dict of str -> tensor")
-    found = []
-    for key, t in held:
-        label = name if key is None else f"{name} (entry {_quoted(key)})"
-        problem = tensor_problem(t)
-        if problem:
-            raise UsageError(f"{label} was refused: it holds {problem}")
-        found.append((key, _dims(t.shape, label), t.dtype))
-    if check is not None:
-        check(_records(found))
-    # The materialised sizes (a stride-0 tensor's is far more than its storage) and the mapped storages.
-    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for _, t in held}
-    need = sum(t.numel() * t.element_size() for _, t in held) + sum(storages.values())
-    check_read(need, f"{name} ({len(held)} tensor{'s' if len(held) > 1 else ''})")
-    out: list[tuple[str | None, torch.Tensor]] = []
-    with torch.no_grad():
-        for key, t in held:
-            copy = torch.empty(t.shape, dtype=t.dtype)  # private memory, never the file's mapped pages
-            if t.dtype == torch.bool:
-                torch.ne(t.view(torch.uint8), 0, out=copy)
-            else:
-                copy.copy_(t)
-            out.append((key, copy))
-    return out
+    return held
 
 
 def _npy_input(path: Path, check: Check | None) -> list[tuple[str | None, torch.Tensor]]:
     name = _name(path, "--input-file")
     _numpy()
-    with open_checked(path, "--input-file") as (fh, st):
+    with open_unchanged(path, "--input-file") as (fh, st):
         if st.st_size == 0:
             raise UsageError(f"{name} is empty, not a .npy file")
         shape, fortran, dtype, offset = _npy_header(fh, name)
@@ -695,7 +863,7 @@ def _npz_inputs(path: Path, check: Check | None) -> list[tuple[str | None, torch
     """Each member of numpy's .npz zip as a keyword input: headers first, then ``check``, then data."""
     name = _name(path, "--input-file")
     _numpy()
-    with open_checked(path, "--input-file") as (fh, st), ExitStack() as stack:
+    with open_unchanged(path, "--input-file") as (fh, st), ExitStack() as stack:
         if st.st_size == 0:
             raise UsageError(f"{name} is empty, not a .npz file")
         try:

@@ -4,11 +4,20 @@ A session registers the hooks once; each :meth:`HookSession.recording` is one fo
 :class:`~resnet_trace.recorder.recorder.Recorder`. On the way out of the session every handle is
 removed and every submodule's own ``training`` flag restored, whether the forwards succeeded or
 raised.
+
+Threads: a session holds its model's lock (:func:`model_lock`) from its first hook to the last
+flag restored, so a second thread tracing the same module waits for the first instead of mixing
+its calls into the first's recorder (``keep_training_flags`` holds it too: a plain timed forward
+cannot flip a traced model's flags). A session's hooks record only the calls of the thread that
+opened the recording: a module shared with another model, or run by a thread of the caller's
+own, is ignored there. Modules of different models never wait for each other.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,17 +28,47 @@ from resnet_trace.ops import CpuAttentionOnMeta, OpMode
 from resnet_trace.recorder.recorder import Recorder
 from resnet_trace.recorder.structure import read_structure
 
+_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS_BY_ID: dict[int, threading.RLock] = {}  # modules that cannot be weak keys (unhashable)
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: nn.Module) -> threading.RLock:
+    """The one re-entrant lock of ``model``, made on first use and forgotten with the model.
+
+    Held by :func:`hook_session` and :func:`keep_training_flags` for as long as they are open:
+    two threads tracing one module take turns, one thread may nest sessions on it.
+    """
+    with _LOCKS_GUARD:
+        try:
+            lock = _LOCKS.get(model)
+            if lock is None:
+                lock = _LOCKS[model] = threading.RLock()
+            return lock
+        except TypeError:  # a module class that defines __eq__ without __hash__
+            key = id(model)
+            lock = _LOCKS_BY_ID.get(key)
+            if lock is None:
+                lock = _LOCKS_BY_ID[key] = threading.RLock()
+                try:
+                    weakref.finalize(model, _LOCKS_BY_ID.pop, key, None)
+                except TypeError:  # pragma: no cover - nn.Module always takes weak references
+                    pass
+            return lock
+
 
 @contextlib.contextmanager
 def keep_training_flags(model: nn.Module) -> Iterator[None]:
-    """Restore every submodule's own ``training`` flag, exactly, on the way out."""
-    flags = [(m, m.training) for m in model.modules()]
-    try:
-        yield
-    finally:
-        for m, flag in flags:
-            if m.training is not flag:  # Module.__setattr__ is slow: set only what changed
-                m.training = flag
+    """Restore every submodule's own ``training`` flag, exactly, on the way out; the model's lock
+    (:func:`model_lock`) is held meanwhile, so no other thread's trace flips them in between."""
+    with model_lock(model):
+        flags = [(m, m.training) for m in model.modules()]
+        try:
+            yield
+        finally:
+            for m, flag in flags:
+                if m.training is not flag:  # Module.__setattr__ is slow: set only what changed
+                    m.training = flag
 
 
 class HookSession:
@@ -63,6 +102,7 @@ class HookSession:
         self.cpu_attention = cpu_attention
         self.options = options
         self.recorder: Recorder | None = None
+        self._thread: int | None = None  # the thread whose calls the recorder takes
         self._handles: list[Any] = []
         self._key: tuple | None = None
         self._names: dict[int, list[str]] = {}
@@ -120,18 +160,31 @@ class HookSession:
             if recorder.train:
                 stack.enter_context(torch.autograd.graph.saved_tensors_hooks(recorder.pack, _unpack))
             outer, self.recorder = self.recorder, recorder
+            outer_thread, self._thread = self._thread, threading.get_ident()
             try:
                 yield recorder
             finally:
-                self.recorder = outer
+                self.recorder, self._thread = outer, outer_thread
 
-    def pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        if self.recorder is not None:  # a module called outside a recording is not traced
-            self.recorder.pre(module, args, kwargs)
+    # A module called outside a recording, or by another thread, is not traced. ``kwargs`` may be
+    # missing: a hook removed by another thread while a call ran is called without it by torch.
+    def pre(self, module: nn.Module, args: tuple, kwargs: dict | None = None) -> None:
+        rec = self.recorder
+        if rec is not None and self._thread == threading.get_ident():
+            rec.pre(module, args, {} if kwargs is None else kwargs)
 
-    def post(self, module: nn.Module, args: tuple, kwargs: dict, out: object) -> None:
-        if self.recorder is not None:
-            self.recorder.post(module, args, kwargs, out)
+    def post(self, module: nn.Module, args: tuple, *kwargs_out: Any) -> None:
+        rec = self.recorder
+        if rec is not None and self._thread == threading.get_ident():
+            kwargs, out = kwargs_out if len(kwargs_out) == 2 else ({}, kwargs_out[-1])
+            rec.post(module, args, kwargs, out)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> HookSession:
+        """A copy of a module copies its hooks, and with them their session (a fake twin made while
+        another thread has the module hooked): the copy is inert, recording nothing."""
+        inert = object.__new__(HookSession)
+        inert.recorder, inert._thread, inert._handles = None, None, []
+        return inert
 
 
 @contextlib.contextmanager
@@ -159,7 +212,7 @@ def hook_session(
     session = HookSession(
         model, block_types, only=only, ops=ops, cpu_attention=cpu_attention, options=options
     )
-    with keep_training_flags(model):
+    with model_lock(model), keep_training_flags(model):
         try:
             yield session
         finally:
@@ -170,16 +223,28 @@ def _unpack(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+_MHA_GUARD = threading.Lock()
+_mha_users: list[bool] = []  # one entry per recording that holds the fast path off; [0] its old value
+
+
 @contextlib.contextmanager
 def _mha_fastpath_off() -> Iterator[None]:
-    """``nn.MultiheadAttention``'s fused CPU fast path hides its products in one kernel: take the plain path."""
+    """``nn.MultiheadAttention``'s fused CPU fast path hides its products in one kernel: take the plain path.
+
+    The switch is global to the process: the first recording turns it off, the last one out
+    (in any thread) restores it, so that one thread's exit never turns it on under another's forward.
+    """
     mha = getattr(torch.backends, "mha", None)
     if mha is None:
         yield
         return
-    was = mha.get_fastpath_enabled()
-    mha.set_fastpath_enabled(False)
+    with _MHA_GUARD:
+        _mha_users.append(bool(mha.get_fastpath_enabled()) if not _mha_users else _mha_users[0])
+        mha.set_fastpath_enabled(False)
     try:
         yield
     finally:
-        mha.set_fastpath_enabled(was)
+        with _MHA_GUARD:
+            was = _mha_users.pop()
+            if not _mha_users:
+                mha.set_fastpath_enabled(was)
