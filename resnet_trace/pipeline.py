@@ -13,6 +13,7 @@ import contextlib
 import copy
 import dataclasses
 import math
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -74,10 +75,20 @@ def trace_inputs(
                     "inputs",
                     f"--input {spec_text(c)}: the built-in model takes one NxCxHxW float input, e.g. 1x3x224x224",
                 )
-    with untouched(choice.model if isinstance(choice.model, nn.Module) else None):
+    from resnet_trace.recorder.session import model_lock
+
+    given = choice.model if isinstance(choice.model, nn.Module) else None
+    # One trace of a module passed in at a time: another thread's waits (docs/security.md).
+    # A real trace of a model this tool builds seeds torch's global generator for its weights:
+    # one such trace at a time, so that a seed gives the same weights in every thread.
+    seeded = _SEEDED if options.real and given is None else contextlib.nullcontext()
+    with model_lock(given) if given is not None else contextlib.nullcontext(), seeded, untouched(given):
         if options.real:
             return _real(choice, calls, options, progress)
         return _shape_only(choice, calls, options)
+
+
+_SEEDED = threading.Lock()
 
 
 @contextlib.contextmanager
