@@ -39,6 +39,7 @@ from resnet_trace.records import (
     Precision,
     Report,
     Shape,
+    Shard,
     Trace,
     Variant,
 )
@@ -68,6 +69,8 @@ _PARAMETERS = {
     "--target": "target",
     "--precision": "precision",
     "--trainable": "trainable",
+    "--gpus": "gpus",
+    "--shard": "shard",
     "--optimizer": "optimizer",
     "--variant": "variant",
     "--head": "head",
@@ -133,6 +136,8 @@ def trace(
     precision: Precision | str = Precision.FP32,
     checkpoint: bool = False,
     trainable: str | None = None,
+    gpus: int = 1,
+    shard: Shard | str = Shard.NONE,
     backward: bool = False,
     target: int | None = None,
 ) -> Report:
@@ -200,6 +205,8 @@ def trace(
         precision=precision,
         checkpoint=checkpoint,
         trainable=trainable,
+        gpus=gpus,
+        shard=shard,
     )
     try:
         (t,) = trace_inputs(choice, [call] if call else None, options)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from resnet_trace.errors import UsageError
-from resnet_trace.records import CUSTOM, Device, DType, Head, Optimizer, Precision, Variant
+from resnet_trace.records import CUSTOM, Device, DType, Head, Optimizer, Precision, Shard, Variant
 from resnet_trace.spec import InvalidValue, integer, word
 
 
@@ -130,6 +130,8 @@ class TraceOptions:
     precision: Precision | str = Precision.FP32  # a training step's storage and compute (--train)
     checkpoint: bool = False  # every block checkpointed (--train)
     trainable: str | None = None  # a regex: only parameters whose name matches get a gradient (--train)
+    gpus: int = 1  # devices a training step is sharded over (--train; --backward runs it for real)
+    shard: Shard | str = Shard.NONE  # what is sharded over them
 
     def __post_init__(self) -> None:
         if self.device is not None:
@@ -138,10 +140,14 @@ class TraceOptions:
             object.__setattr__(self, "dtype", word("dtype", DType, self.dtype))
         object.__setattr__(self, "optimizer", word("optimizer", Optimizer, self.optimizer))
         object.__setattr__(self, "precision", word("precision", Precision, self.precision))
+        object.__setattr__(self, "shard", word("shard", Shard, self.shard))
+        integer("gpus", self.gpus)
         for name, given in (
             ("precision", self.precision is not Precision.FP32),
             ("checkpoint", self.checkpoint),
             ("trainable", self.trainable is not None),
+            ("gpus", self.gpus != 1 and not self.backward),
+            ("shard", self.shard is not Shard.NONE and not self.backward),
         ):
             if given and not (self.train or self.budget is not None):
                 raise InvalidValue(name, f"{name} describes a training step: it applies with train (--train)")

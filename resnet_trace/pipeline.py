@@ -33,6 +33,7 @@ from resnet_trace.records import (
     Optimizer,
     Precision,
     Shape,
+    Shard,
     Trace,
     Variant,
     shape_text,
@@ -52,7 +53,7 @@ from resnet_trace.tracer import (
     shape_mode,
     shape_only,
 )
-from resnet_trace.trainview import largest_block_saved, with_backward, with_train
+from resnet_trace.trainview import largest_block_saved, with_backward, with_sharded_step, with_train
 
 DTYPES = {DType.FLOAT32: torch.float32, DType.FLOAT16: torch.float16, DType.BFLOAT16: torch.bfloat16}
 
@@ -235,6 +236,8 @@ def _shape_only(choice: ModelChoice, calls: list[Call], options: TraceOptions) -
                 regime=regime,
                 precision=precision,
                 recompute=r,
+                gpus=options.gpus,
+                shard=Shard(options.shard),
             )
             for t, r in zip(traces, again)
         ]
@@ -390,6 +393,8 @@ def _real(
             t = dataclasses.replace(t, inputs=_with_ranges(t.inputs, c))
         if options.backward:
             t = with_backward(meta_target, target, t, x, target_class=options.target_class)
+            if options.gpus > 1 or options.shard is not Shard.NONE:
+                t = _sharded_step(choice, meta_target, t, x, options, dev)
         traces.append(t)
     return _noted(traces, notes)
 
@@ -406,6 +411,29 @@ def _reads_a_value(message: str) -> bool:
             "item()",
         )
     )
+
+
+def _sharded_step(
+    choice: ModelChoice, meta_target: Target, t: Trace, x: Feed, options: TraceOptions, dev: Device
+) -> Trace:
+    """``run --backward --gpus N --shard MODE``: the same step for real on N local processes (gloo on
+    the CPU, NCCL on CUDA), each rank measured beside its prediction."""
+    from resnet_trace.distributed import ModelBuild, run_sharded_step
+
+    if t.error is not None:
+        return t
+    if choice.reference is None and not choice.builtin:
+        raise InvalidValue(
+            "gpus",
+            "gpus with backward builds the model in every process: give the seed's options or a "
+            "PATH.py:NAME reference, not a module",
+        )
+    build = ModelBuild(choice, seed=options.seed, trainable=options.trainable)
+    blocks = tuple(b for b in t.model.block.split(",") if b)
+    measured = run_sharded_step(
+        build, x.to("cpu"), options.gpus, Shard(options.shard), Optimizer.ADAM, blocks=blocks, device=str(dev)
+    )
+    return with_sharded_step(meta_target, t, measured, gpus=options.gpus, shard=Shard(options.shard))
 
 
 def _embedding_highs(target: Target, call: Call) -> dict[int, int]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from resnet_trace.errors import UsageError
-from resnet_trace.records.words import _Word
+from resnet_trace.records.words import Shard
 
 if TYPE_CHECKING:
     from torch import nn
@@ -32,21 +32,6 @@ if TYPE_CHECKING:
 
 #: The collectives' backends ``rank_bytes`` knows: NCCL on GPUs, gloo on the CPU.
 BACKENDS = ("nccl", "gloo")
-
-
-class Shard(_Word):
-    """What is split over the devices (``--shard``): nothing (DDP), the optimizer state (ZeRO-1),
-    gradients and optimizer state (FSDP2 without resharding), or everything (FSDP2, ZeRO-3)."""
-
-    NONE = "none"
-    OPTIMIZER = "optimizer"
-    GRADIENTS = "gradients"
-    FULL = "full"
-
-    @property
-    def fsdp(self) -> bool:
-        """Parameters live as ``fully_shard``'s dim-0 chunks (``gradients``, ``full``)."""
-        return self in (Shard.GRADIENTS, Shard.FULL)
 
 
 @dataclass(frozen=True, slots=True)

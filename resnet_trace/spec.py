@@ -163,6 +163,7 @@ LIMITS: dict[str, int] = {
     "seed": 2**63 - 1,
     "target": MAX_NUM_CLASSES - 1,
     "budget": 2**60,  # bytes
+    "gpus": 2**20,
 }
 
 

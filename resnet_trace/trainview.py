@@ -6,12 +6,24 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
+from typing import Any
 
 from torch import nn
 
 from resnet_trace.errors import UsageError
 from resnet_trace.feed import Feed
-from resnet_trace.records import InputTensor, Kind, Optimizer, Precision, Shape, Trace, TrainInfo
+from resnet_trace.records import (
+    InputTensor,
+    Kind,
+    Optimizer,
+    Precision,
+    RankInfo,
+    Shape,
+    Shard,
+    Trace,
+    TrainInfo,
+)
 from resnet_trace.spec import InvalidValue, check_shape
 from resnet_trace.target import Target
 from resnet_trace.tracer import StepRegime, shape_only
@@ -27,6 +39,8 @@ def with_train(
     regime: StepRegime | None = None,
     precision: Precision = Precision.FP32,
     recompute: int = 0,
+    gpus: int = 1,
+    shard: Shard = Shard.NONE,
 ) -> Trace:
     """``trace`` (made with ``train=True`` under ``regime``) with the memory of one training step,
     and the batch that fits.
@@ -41,14 +55,21 @@ def with_train(
     cache: dict[int, int] = {}
 
     def info_of(t: Trace, again: int, **more: object) -> TrainInfo:
-        return train_info(
+        trained = grad_params(target, t)
+        info = train_info(
             model=target.model,
             rows=t.rows,
             activations_bytes=t.totals.activations_bytes or 0,
             optimizer=optimizer,
-            grad_params=grad_params(target, t),
+            grad_params=trained,
             recompute_bytes=again,
             **more,  # type: ignore[arg-type]
+        )
+        if gpus == 1 and shard is Shard.NONE:
+            return info
+        ranks = sharded(target, info, trained, optimizer, gpus, shard)
+        return dataclasses.replace(
+            info, gpus=gpus, shard=shard.value, ranks=ranks, peak_bytes=max(r.peak_bytes for r in ranks)
         )
 
     def peak(n: int) -> int:
@@ -71,6 +92,38 @@ def with_train(
     info = info_of(trace, recompute, budget_bytes=budget, peak_of_batch=peak if budget is not None else None)
     info = dataclasses.replace(info, precision=precision.value, checkpoint=regime.checkpoint)
     return dataclasses.replace(trace, train=info)
+
+
+def sharded(
+    target: Target,
+    info: TrainInfo,
+    trained: list[nn.Parameter],
+    optimizer: Optimizer,
+    gpus: int,
+    shard: Shard,
+) -> tuple[RankInfo, ...]:
+    """Every rank of a step sharded over ``gpus`` devices: what it holds (exact, as PyTorch's engines
+    hold it), and its peak at the per-device batch (``info``'s activations, transient and recompute)."""
+    from resnet_trace.sharding import block_units, rank_bytes
+
+    units = block_units(target.model, target.block_types)
+    held = rank_bytes(
+        target.model, units, gpus, shard, optimizer.state_multiplier, {id(p) for p in trained}, backend="nccl"
+    )
+    return tuple(
+        RankInfo(
+            rank=r.rank,
+            params_bytes=r.params_bytes,
+            grads_bytes=r.grads_bytes,
+            optimizer_bytes=r.optimizer_bytes,
+            padding_bytes=r.padding_bytes,
+            gathered_bytes=r.gathered_bytes,
+            reduce_bytes=r.reduce_bytes,
+            activations_bytes=info.activations_bytes,
+            peak_bytes=r.peak_bytes(info.activations_bytes, info.transient_bytes) + info.recompute_bytes,
+        )
+        for r in held
+    )
 
 
 def grad_params(target: Target, trace: Trace) -> list[nn.Parameter]:
@@ -118,3 +171,49 @@ def with_backward(meta_target: Target, target: Target, trace: Trace, x: Feed, *,
         grad_params=grad_params(meta_target, predicted),
     )
     return dataclasses.replace(trace, rows=with_grads(trace.rows, step), train=with_measurement(info, step))
+
+
+def with_sharded_step(
+    meta_target: Target,
+    trace: Trace,
+    measured: Sequence[Any],
+    *,
+    gpus: int,
+    shard: Shard,
+) -> Trace:
+    """``trace`` (``run --backward``) with each rank of the real sharded step beside its prediction:
+    the same step (Adam) predicted shape-only at this per-device batch, then measured."""
+    predicted = shape_only(meta_target, trace.inputs or trace.input_shape, train=True)
+    trained = grad_params(meta_target, predicted)
+    info = train_info(
+        model=meta_target.model,
+        rows=predicted.rows,
+        activations_bytes=predicted.totals.activations_bytes or 0,
+        optimizer=Optimizer.ADAM,
+        grad_params=trained,
+    )
+    ranks = sharded(meta_target, info, trained, Optimizer.ADAM, gpus, shard)
+    by_rank = {m.rank: m for m in measured}
+    ranks = tuple(
+        dataclasses.replace(
+            r,
+            measured_params_bytes=by_rank[r.rank].params_bytes,
+            measured_grads_bytes=by_rank[r.rank].grads_bytes,
+            measured_optimizer_bytes=by_rank[r.rank].optimizer_bytes,
+            measured_peak_bytes=by_rank[r.rank].peak_bytes,
+        )
+        if r.rank in by_rank
+        else r
+        for r in ranks
+    )
+    base = trace.train or info
+    train = dataclasses.replace(
+        base,
+        gpus=gpus,
+        shard=shard.value,
+        ranks=ranks,
+        optimizer=Optimizer.ADAM.value,
+        peak_bytes=max(r.peak_bytes for r in ranks),
+        measured_peak_bytes=max((r.measured_peak_bytes or 0 for r in ranks), default=None) or None,
+    )
+    return dataclasses.replace(trace, train=train)

@@ -35,6 +35,7 @@ from resnet_trace.cli.options import (
     DepthOpt,
     FilterOpt,
     FormatOpt,
+    GpusOpt,
     HeadOpt,
     Inputs,
     ModelArgs,
@@ -43,6 +44,7 @@ from resnet_trace.cli.options import (
     OptimizerOpt,
     Output,
     PrecisionOpt,
+    ShardOpt,
     SkipOpt,
     SvgOpt,
     TrainableOpt,
@@ -69,6 +71,7 @@ from resnet_trace.records import (
     Head,
     Optimizer,
     Precision,
+    Shard,
     Variant,
 )
 from resnet_trace.spec import positive
@@ -146,6 +149,8 @@ def summary(
     precision: PrecisionOpt = Precision.FP32,
     checkpoint: CheckpointOpt = False,
     trainable: TrainableOpt = None,
+    gpus: GpusOpt = 1,
+    shard: ShardOpt = Shard.NONE,
     debug: DebugOpt = False,
 ) -> int:
     """Shapes, params, MACs and skip paths per block, without weights or activations (meta device)."""
@@ -164,6 +169,8 @@ def summary(
             precision=precision,
             checkpoint=checkpoint,
             trainable=trainable,
+            gpus=gpus,
+            shard=shard,
         ),
     )
     return finish(traces, reports_of(traces, depth, collapse, filter), format, output, svg)
@@ -219,6 +226,8 @@ def run(
         ),
     ] = False,
     target: Annotated[int, typer.Option("--target", help="The class of the --backward loss.")] = 0,
+    gpus: GpusOpt = 1,
+    shard: ShardOpt = Shard.NONE,
     debug: DebugOpt = False,
 ) -> int:
     """A real forward (eval, no_grad) with per-block time and activation statistics, logits and top-k."""
@@ -248,6 +257,8 @@ def run(
         leaves=depth is Depth.LAYER,
         backward=backward,
         target_class=bounded("--target", target, low=0),
+        gpus=gpus,
+        shard=shard,
     )
     choice = model_choice(model, model_arg, base_dim, num_classes, variant, head, block, skip)
     with progress(repeat * (len(shapes) if shapes else 1)) as advance:

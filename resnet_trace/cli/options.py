@@ -16,7 +16,7 @@ import typer
 from resnet_trace.cli.io import output_path
 from resnet_trace.errors import UsageError
 from resnet_trace.layout import BASE_DIM, NUM_CLASSES
-from resnet_trace.records import Depth, Format, Head, Optimizer, Precision, Variant
+from resnet_trace.records import Depth, Format, Head, Optimizer, Precision, Shard, Variant
 from resnet_trace.spec import expand_inputs, positive
 
 # -- shared options (defined once) ------------------------------------------------
@@ -147,6 +147,25 @@ TrainableOpt = Annotated[
         metavar="REGEX",
         help="With --train: only parameters whose name matches get a gradient and optimizer state; "
         "the rest are frozen (fine-tuning a head or adapters).",
+    ),
+]
+
+GpusOpt = Annotated[
+    int,
+    typer.Option(
+        "--gpus",
+        min=1,
+        max=2**20,
+        help="With --train: the step is data-parallel over N devices; figures per device, the batch "
+        "of --input per device.",
+    ),
+]
+ShardOpt = Annotated[
+    Shard,
+    typer.Option(
+        "--shard",
+        help="With --gpus: none (DDP), optimizer (ZeroRedundancyOptimizer, ZeRO-1), gradients "
+        "(FSDP2 without resharding) or full (FSDP2, ZeRO-3); each block is a sharding unit.",
     ),
 ]
 

@@ -35,6 +35,7 @@ from resnet_trace.records.trace import (
     InputTensor,
     ModelInfo,
     OutputInfo,
+    RankInfo,
     Row,
     RunInfo,
     Totals,
@@ -55,6 +56,7 @@ from resnet_trace.records.words import (
     Kind,
     Optimizer,
     Precision,
+    Shard,
     Variant,
 )
 from resnet_trace.units import Shape, shape_text
@@ -83,7 +85,9 @@ __all__ = [
     "ModuleTree",
     "Optimizer",
     "Precision",
+    "Shard",
     "OutputInfo",
+    "RankInfo",
     "Report",
     "Reports",
     "Row",

@@ -197,6 +197,7 @@ def trace_dict(report: Report) -> dict:
         doc["totals"]["activations_bytes"] = t.totals.activations_bytes
     if t.train is not None:
         doc["train"] = {f: getattr(t.train, f) for f in t.train.__dataclass_fields__}
+        doc["train"]["ranks"] = [{f: getattr(r, f) for f in r.__dataclass_fields__} for r in t.train.ranks]
     if t.run is not None:
         r = t.run
         doc["run"] = {

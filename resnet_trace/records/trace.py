@@ -120,6 +120,31 @@ class OutputInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class RankInfo:
+    """One device's share of a sharded training step (``--gpus N --shard MODE``), in bytes.
+
+    ``params_bytes``/``grads_bytes``/``optimizer_bytes`` are what the engine's local tensors hold;
+    ``padding_bytes`` FSDP's allocation past the local chunks; ``gathered_bytes`` unsharded
+    parameters in flight and ``reduce_bytes`` gradient-reduction buffers (docs/training.md);
+    ``activations_bytes`` at the per-device batch. ``measured_*``: ``run --backward``'s real step.
+    """
+
+    rank: int
+    params_bytes: int
+    grads_bytes: int
+    optimizer_bytes: int
+    padding_bytes: int
+    gathered_bytes: int
+    reduce_bytes: int
+    activations_bytes: int
+    peak_bytes: int
+    measured_params_bytes: int | None = None
+    measured_grads_bytes: int | None = None
+    measured_optimizer_bytes: int | None = None
+    measured_peak_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class TrainInfo:
     """The memory of one training step (``--train``) and, for ``run --backward``, what was measured."""
 
@@ -139,6 +164,9 @@ class TrainInfo:
     checkpoint: bool = False  # every block checkpointed: its inputs kept, its inside recomputed
     recompute_bytes: int = 0  # --checkpoint: the largest block's saved bytes, live again in the backward
     trainable_params: int | None = None  # parameters that get a gradient (required and read); None: all
+    gpus: int = 1  # devices the step is sharded over (--gpus)
+    shard: str = "none"  # a Shard's word
+    ranks: tuple[RankInfo, ...] = ()  # --gpus > 1: every rank in order; peak_bytes is the largest's
 
 
 @dataclass(frozen=True, slots=True)

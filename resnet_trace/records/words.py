@@ -106,6 +106,21 @@ class Precision(_Word):
         return {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[self.value.split("-")[0]]
 
 
+class Shard(_Word):
+    """What is split over the devices (``--shard``): nothing (DDP), the optimizer state (ZeRO-1),
+    gradients and optimizer state (FSDP2 without resharding), or everything (FSDP2, ZeRO-3)."""
+
+    NONE = "none"
+    OPTIMIZER = "optimizer"
+    GRADIENTS = "gradients"
+    FULL = "full"
+
+    @property
+    def fsdp(self) -> bool:
+        """Parameters live as ``fully_shard``'s dim-0 chunks (``gradients``, ``full``)."""
+        return self in (Shard.GRADIENTS, Shard.FULL)
+
+
 class Depth(_Word):
     """How deep the rows go: stages, blocks (default), or every leaf-module call."""
 
