@@ -119,7 +119,10 @@ def test_every_json_output_goes_through_the_one_writer_and_refuses_nan():
 def test_the_one_markdown_row_writer_escapes_pipes_and_line_breaks():
     from resnet_trace.render.tabular import csv_text, md_row, md_rule
 
-    assert md_row(["a|b", "x\ny", "", None, "r\r\nn"]) == "| a\\|b | x<br>y |  | | r<br>n |"
+    # a line break in a cell is a control character from a name: shown, escaped, never a new row
+    assert (
+        md_row(["a|b", "x\ny", "", None, "r\r\nn"]) == "| a\\|b | x\\\\ny |  | | r\\\\r\\\\nn |"
+    )  # \\n, its backslash escaped for Markdown
     assert md_rule([False, True]) == "|---|---:|"
     assert csv_text(["a", "b"], [[1, "x,y"], ["", None]]) == 'a,b\n1,"x,y"\n,\n'
 
