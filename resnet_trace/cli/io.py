@@ -531,12 +531,16 @@ class OneLineErrors(TyperGroup):
                     "(a bug; rerun with --debug for the traceback)"
                 )
                 code = ExitCode.INTERNAL
-        except (SystemExit, GeneratorExit) as exc:  # the model's code called sys.exit later on
+        except BaseException as exc:  # sys.exit or a BaseException of its own, from the model's code
             where = model_failure(exc)
             if where is None:
                 raise
-            what = f"sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else type(exc).__name__
-            _say(f"error: the model's code failed ({where}): it called {what}"[:400])
+            what = (
+                f"it called sys.exit({exc.code!r})"[:200]
+                if isinstance(exc, SystemExit)
+                else f"{type(exc).__name__}: {message_of(exc)}"
+            )
+            _say(f"error: the model's code failed ({where}): {what}")
             code = ExitCode.MODEL_REJECTED
         if _lost_lines and code == ExitCode.OK:
             code = ExitCode.USAGE  # something had to be said and stderr could not take it
