@@ -112,7 +112,7 @@ def filter_rows(rows: Sequence[Row], pattern: str) -> list[Row]:
     """Rows whose name matches ``pattern`` (``re.search``)."""
     try:
         regex = re.compile(pattern)
-    except re.error as exc:
+    except (re.error, OverflowError, RecursionError) as exc:  # a{4294967296}: OverflowError inside re
         raise UsageError(f"--filter {pattern!r} is not a valid regular expression: {exc}") from None
     return [r for r in rows if regex.search(r.name)]
 
