@@ -37,3 +37,10 @@ class LSTMClassifier(nn.Module):
     def forward(self, ids):
         out, _ = self.lstm(self.embed(ids))
         return self.head(out[:, -1])
+
+
+def gpt2_small_eager() -> nn.Module:
+    """GPT-2 small (124M) with eager attention: the model Korthikanti et al.'s formula describes."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    return GPT2LMHeadModel(GPT2Config(attn_implementation="eager"))
