@@ -422,9 +422,12 @@ def _logits(fwd: Forward, top_k: int) -> tuple[Any, Any]:
     topk = None
     if out.dim() == 2 and out.shape[1] > 1:
         k = min(top_k, int(out.shape[1]))
-        rows = out.detach()[
-            : max(1, LOGITS_LIMIT // k)
-        ]  # top-k of the first samples, as many as the JSON holds
+        rows = out.detach()[: max(1, LOGITS_LIMIT // k)]  # top-k of as many samples as the JSON holds
+        stored = out.untyped_storage().nbytes() // max(out.element_size(), 1)
+        if (
+            rows.numel() > LOGITS_LIMIT and rows.numel() > stored
+        ):  # a broadcast view: softmax would materialise it
+            return None, None
         pv, pi = torch.softmax(rows.float(), dim=1).topk(k, dim=1)
         topk = tuple(
             tuple((int(i), float(v)) for i, v in zip(idx_row, val_row))

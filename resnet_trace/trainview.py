@@ -74,7 +74,10 @@ def with_train(
 
     def peak(n: int) -> int:
         if n not in cache:
-            batched = _batched(trace, n)
+            try:
+                batched = _batched(trace, n)
+            except UsageError:  # a batch beyond the input limits does not fit
+                return (budget or 0) + 1
             t = shape_only(target, batched, train=True, regime=regime)
             if t.error is not None or t.totals.activations_bytes is None:
                 raise UsageError(

@@ -312,11 +312,6 @@ def test_a_lazy_module_is_refused_in_one_line(tmp_path, cls, command):
     assert "lazy module" in line
 
 
-@pytest.mark.xfail(
-    reason="needs trainview.with_train's peak(n) to treat a batch beyond the input limits as not "
-    "fitting (the report lists the change; trainview.py is not this change's file)",
-    strict=False,
-)
 def test_a_budget_larger_than_any_batch_reports_the_largest_batch():
     result = invoke("summary", "--base-dim", "4", "--budget", "1e18", "--format", "json")
     held(result, OK, fmt="json")

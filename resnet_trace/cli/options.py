@@ -259,7 +259,9 @@ class progress:
         self.bar: Any = None
 
     def __enter__(self) -> Any:
-        if self.total < 3 or not (sys.stdout.isatty() and sys.stderr.isatty()):
+        from resnet_trace.cli.io import data_stream
+
+        if self.total < 3 or not (data_stream().isatty() and sys.stderr.isatty()):
             return None
         from rich.console import Console
         from rich.progress import Progress
