@@ -411,14 +411,23 @@ def _fits(sd: dict[str, torch.Tensor], path: Path, spec: ModelSpec) -> None:
         spec.num_classes,
         spec.variant,
     ):
+        from resnet_trace.spec import MAX_BASE_DIM, MAX_NUM_CLASSES
+
+        holds = (
+            f"--weights {str(path)!r} holds base_dim {held.base_dim}, num_classes {held.num_classes}"
+            f" ({held.variant} variant), not base_dim {spec.base_dim}, num_classes {spec.num_classes}"
+            f" ({spec.variant})"
+        )
+        if not (1 <= held.base_dim <= MAX_BASE_DIM and 1 <= held.num_classes <= MAX_NUM_CLASSES):
+            # advice names only values the tool accepts
+            raise UsageError(
+                f"{holds}; no seed this tool builds has that shape (base_dim 1-{MAX_BASE_DIM:,}, "
+                f"num_classes 1-{MAX_NUM_CLASSES:,})"
+            )
         flags = f"--base-dim {held.base_dim} --num-classes {held.num_classes}"
         if held.variant is not Variant.SEED:
             flags += f" --variant {held.variant}"
-        raise UsageError(
-            f"--weights {str(path)!r} holds base_dim {held.base_dim}, num_classes {held.num_classes}"
-            f" ({held.variant} variant), not base_dim {spec.base_dim}, num_classes {spec.num_classes}"
-            f" ({spec.variant}): run with {flags}"
-        )
+        raise UsageError(f"{holds}: run with {flags}")
 
 
 _NPY_MAGIC = b"\x93NUMPY"
@@ -473,6 +482,14 @@ def _npy_header(fh: IO[bytes], name: str) -> tuple[tuple[int, ...], bool, Any, i
     except (ValueError, OSError, EOFError, SyntaxError, RecursionError, TypeError, MemoryError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UsageError(f"{name} is not a readable .npy file: {first[:200]}") from None
+    if not isinstance(shape, tuple) or any(isinstance(d, bool) or not isinstance(d, int) for d in shape):
+        raise UsageError(
+            f"{name} is not a readable .npy file: its header's shape {shape!r} is not whole numbers"[:300]
+        )
+    if not isinstance(fortran, bool):
+        raise UsageError(
+            f"{name} is not a readable .npy file: its header's fortran_order is not true or false"
+        )
     if dtype.hasobject:
         raise UsageError(
             f"{name} was refused: it holds Python objects, which are pickles that could run code"

@@ -638,3 +638,24 @@ def test_the_relaxed_schema_check_agrees_with_the_full_one(good_doc):
             assert (_schema_problem(doc) is not None) == expected, (field, value)
             if expected:
                 assert f"rows.{at}" in (_schema_problem(doc) or ""), (field, value)
+
+
+def test_an_npy_header_with_a_bool_in_its_shape_is_a_usage_error(tmp_path):
+    header = "{'descr': '<f4', 'fortran_order': False, 'shape': (True, 3, 8, 8), }"
+    header += " " * (118 - len(header)) + "\n"
+    path = tmp_path / "bool.npy"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + bytes(768))
+    (line,) = held(invoke("run", "--input-file", str(path)), USAGE)
+    assert "not whole numbers" in line
+
+
+def test_the_advice_for_an_odd_checkpoint_names_only_values_the_tool_accepts(tmp_path):
+    import torch
+
+    for base in (20000, 0):
+        path = tmp_path / f"odd{base}.pt"
+        torch.save(
+            {"layer_1.0.weight": torch.zeros(base, 3, 1, 1), "fc_layer.weight": torch.zeros(2, 4)}, path
+        )
+        (line,) = held(invoke("run", "--weights", str(path)), USAGE)
+        assert f"--base-dim {base}" not in line
