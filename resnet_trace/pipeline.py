@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import gc
 import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -212,10 +213,12 @@ def _shape_only(choice: ModelChoice, calls: list[Call], options: TraceOptions) -
     train = options.train
     regime = StepRegime(autocast=precision.dtype_word if precision.autocast else None)
     with session_of(target, train=train) as session:  # hooks registered once for every size
-        traces = [
-            shape_only(target, c, command="summary", train=train, session=session, regime=regime)
-            for c in calls
-        ]
+        traces = []
+        for i, c in enumerate(calls, 1):
+            traces.append(
+                shape_only(target, c, command="summary", train=train, session=session, regime=regime)
+            )
+            _collect_now_and_then(i)
     if not choice.builtin and any(t.error is not None for t in traces):
         traces = _cpu_fallback(traces, target, choice, calls, train, given)
     if train:
@@ -256,6 +259,16 @@ def _freeze(target: Target, pattern: str) -> None:
         )
     for name, p in target.model.named_parameters():
         p.requires_grad_(bool(rx.search(name)))
+
+
+#: A long sweep collects its garbage every this many inputs: the console script runs with the
+#: cyclic collector off (it ends with ``os._exit``), and a trace leaves cycles behind.
+COLLECT_EVERY = 64
+
+
+def _collect_now_and_then(done: int) -> None:
+    if done % COLLECT_EVERY == 0 and not gc.isenabled():
+        gc.collect(0)  # the young objects only: a finished trace's cycles are among them
 
 
 def _check_call(target: Target, call: Call) -> tuple[str, ...]:

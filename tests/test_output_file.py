@@ -194,3 +194,16 @@ def test_output_with_a_trailing_slash_names_a_folder(cli, tmp_path):
     result = cli("summary", "--base-dim", "4", "-o", f"{tmp_path}/newdir/", code=2)
     assert "names a folder" in result.stderr and result.stderr.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_dev_stdout_and_dev_stderr_write_to_the_streams_even_into_a_pipe():
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "resnet_trace", "summary", "--base-dim", "4", "-f", "json"]
+    out = subprocess.run([*args, "-o", "/dev/stdout"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["model"]["base_dim"] == 4
+    err = subprocess.run([*args, "-o", "/dev/stderr"], capture_output=True, text=True, timeout=120)
+    assert err.returncode == 0 and err.stdout == ""
+    assert json.loads(err.stderr)["model"]["base_dim"] == 4

@@ -629,6 +629,16 @@ def write_output(text: str, output: Path | None, option: str = "--output") -> No
     never replaced; a write-protected file is refused. The temporary file is removed on
     SIGINT, SIGTERM and SIGHUP.
     """
+    named = str(output) if output is not None else None
+    if named in ("/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"):
+        output = None  # the stream itself (the saved one: while a command works, fd 1 is stderr)
+    elif named in ("/dev/stderr", "/dev/fd/2", "/proc/self/fd/2"):
+        try:
+            sys.stderr.write(text)
+            sys.stderr.flush()
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot write to stderr: {getattr(exc, 'strerror', None) or exc}") from None
+        return
     if output is None:
         try:
             stream = data_stream()
