@@ -78,11 +78,17 @@ _ASCII = {
     "\u2265": ">=",
     "\u2212": "-",
     "\u00a0": " ",
+    "\u0394": "delta",  # Δ
+    "\u2016": "|",  # ‖ (a norm's bars)
+    "\u2202": "d",  # ∂
+    "\u2717": "x",  # ✗
+    "\u2713": "ok",  # ✓
 }
 
 
 def ascii_for(ch: str) -> str:
-    """An ASCII stand-in for one character: box drawing becomes ``-|+``, arrows ``->``, others ``?``."""
+    """An ASCII stand-in for one character: box drawing becomes ``-|+``, arrows ``->``, ``Δ`` a word,
+    an accented letter its base letter, anything else its ``\\uXXXX`` escape (never a bare ``?``)."""
     if ch in _ASCII:
         return _ASCII[ch]
     if "\u2500" <= ch <= "\u257f":  # box drawing
@@ -92,7 +98,10 @@ def ascii_for(ch: str) -> str:
         return "+" if across and down else "|" if down else "-"
     if "\u2580" <= ch <= "\u259f":  # block elements (bars)
         return "#"
-    return "?"
+    plain = unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode("ascii")
+    if plain:  # é -> e
+        return plain
+    return f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}"  # never a bare "?"
 
 
 def _transliterate(exc: UnicodeError) -> tuple[str, int]:
