@@ -483,7 +483,9 @@ def _train_step(runner: Any, optim: Any, feed: Feed) -> float:
     import torch
     from torch import nn
 
-    logits = _logits(feed.call(runner))
+    from resnet_trace.training import loss_logits
+
+    logits = loss_logits(feed.call(runner))
     labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
     loss = nn.functional.cross_entropy(logits.reshape(logits.shape[0], -1).float(), labels)
     loss.backward()
@@ -506,7 +508,9 @@ class _Level:
             self.base: int | None = torch.cuda.memory_allocated(where)
             self.source = "cuda max_memory_allocated"
             return
-        _trim()
+        from resnet_trace.training import trim_heap
+
+        trim_heap()
         self.base = _status_bytes("VmRSS")
         self.source = "VmHWM (/proc/self/status)" if self.base is not None else "none"
 
@@ -517,7 +521,9 @@ class _Level:
             torch.cuda.synchronize(self.where)
             torch.cuda.reset_peak_memory_stats(self.where)
             return
-        _trim()
+        from resnet_trace.training import trim_heap
+
+        trim_heap()
         try:
             Path("/proc/self/clear_refs").write_text("5")
         except OSError:
@@ -545,14 +551,6 @@ def _status_bytes(field: str) -> int | None:
     return None
 
 
-def _trim() -> None:
-    """Give freed heap back to the system (glibc), so the levels read are clean ones."""
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
 def _local(t: Any) -> Any:
     to_local = getattr(t, "to_local", None)
     return to_local() if callable(to_local) else t
@@ -571,20 +569,3 @@ def _storage_bytes(tensors: Sequence[Any]) -> int:
         if s.nbytes() and s.data_ptr() not in seen:
             seen[s.data_ptr()] = int(s.nbytes())
     return sum(seen.values())
-
-
-def _logits(out: Any) -> Any:
-    """The tensor a loss is taken of: the output, its ``logits``, or its first tensor."""
-    import torch
-
-    from resnet_trace.ops import tensors_in
-
-    if isinstance(out, torch.Tensor):
-        return out
-    logits = getattr(out, "logits", None)
-    if isinstance(logits, torch.Tensor):
-        return logits
-    first = next(tensors_in(out), None)
-    if first is None:
-        raise TypeError("the model's output holds no tensor to take a loss of")
-    return first

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from resnet_trace.errors import UsageError
+from resnet_trace.ops import is_fake
 
 if TYPE_CHECKING:
     from torch import nn
@@ -297,7 +298,9 @@ def build_from_config(
                     torch.manual_seed(init_seed)
                 with torch.device("cpu"):
                     model = make(config, attn_implementation=attn) if make else cls(config)
-                if not _fake(model):  # inside a FakeTensorMode (a shape-only build): nothing to move
+                if not is_fake(
+                    next(iter(model.parameters()), None)
+                ):  # inside a FakeTensorMode (a shape-only build): nothing to move
                     model = model.to(device)
         except KeyboardInterrupt:
             raise
@@ -306,12 +309,6 @@ def build_from_config(
     if not isinstance(model, torch.nn.Module):  # pragma: no cover - a PreTrainedModel always is
         raise UsageError(f"--model {name}: {cls.__name__} built a {type(model).__name__}, not a module")
     return model
-
-
-def _fake(model: nn.Module) -> bool:
-    from torch._subclasses.fake_tensor import FakeTensor
-
-    return isinstance(next(iter(model.parameters()), None), FakeTensor)
 
 
 def _config_int(config: Any, *names: str) -> int | None:

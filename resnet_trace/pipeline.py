@@ -26,6 +26,7 @@ from resnet_trace.errors import UsageError
 from resnet_trace.feed import Call, Feed, as_call, check_names, embedding_sizes, plain_shape, values
 from resnet_trace.inputs import FLOATING, spec_text
 from resnet_trace.layout import BASE_DIM, NUM_CLASSES
+from resnet_trace.ops import is_fake
 from resnet_trace.records import (
     Device,
     DType,
@@ -104,7 +105,7 @@ def untouched(model: nn.Module | None) -> Iterator[None]:
     dtype, grad = torch.get_default_dtype(), torch.is_grad_enabled()
     saved = None
     if model is not None:
-        tensors = [b for b in model.buffers() if not b.is_meta and not _is_fake(b)]
+        tensors = [b for b in model.buffers() if not b.is_meta and not is_fake(b)]
         saved = (
             [(b, b.detach().clone()) for b in tensors],
             [(m, m.training) for m in model.modules()],
@@ -129,12 +130,6 @@ def untouched(model: nn.Module | None) -> Iterator[None]:
                 if p.requires_grad is not req:
                     p.requires_grad_(req)
                 p.grad = g
-
-
-def _is_fake(t: torch.Tensor) -> bool:
-    from torch._subclasses.fake_tensor import FakeTensor
-
-    return isinstance(t, FakeTensor)
 
 
 def dtype_of(dtype: DType | str) -> torch.dtype:

@@ -187,7 +187,8 @@ class BackwardStep:
     seconds: float
 
 
-def _logits(out: object) -> torch.Tensor:
+def loss_logits(out: object) -> torch.Tensor:
+    """The tensor a loss is taken of: the output, its ``logits``, or its first tensor."""
     if isinstance(out, torch.Tensor):
         return out
     logits = getattr(out, "logits", None)
@@ -222,7 +223,7 @@ class _PeakMeter:
             return self
         if self.device.type != Device.CPU:
             return self
-        _trim()
+        trim_heap()
         try:
             Path("/proc/self/clear_refs").write_text("5")
             self.before = _status_kib("VmRSS") * 1024
@@ -264,7 +265,7 @@ def _ru_maxrss() -> int:
     return rss if sys.platform == "darwin" else rss * 1024  # bytes on macOS, KiB on Linux
 
 
-def _trim() -> None:
+def trim_heap() -> None:
     """Give freed heap back to the system (glibc), so the level before the step is a clean one."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -318,7 +319,7 @@ def backward_step(
         start = time.perf_counter()
         feed = x if isinstance(x, Feed) else Feed((x,))
         with _PeakMeter(feed.first.device) as meter, torch.enable_grad():
-            logits = _logits(feed.call(model))
+            logits = loss_logits(feed.call(model))
             labels = torch.full((logits.shape[0],), int(target), dtype=torch.long, device=logits.device)
             loss = nn.functional.cross_entropy(logits.reshape(logits.shape[0], -1), labels)
             loss.backward()

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from resnet_trace.errors import UsageError, message_of
+from resnet_trace.ops import is_fake
 from resnet_trace.records import Device
 
 #: The modules holding the user's code, by name (``--model``'s file or package): a failure raised
@@ -187,11 +188,4 @@ def build_model(
         torch.manual_seed(init_seed)
     model = build(factory, ref, kwargs)
     # inside a FakeTensorMode (a shape-only build) the tensors are fake already: nothing to move
-    return model if _fake(model) else model.to(device)
-
-
-def _fake(model: nn.Module) -> bool:
-    from torch._subclasses.fake_tensor import FakeTensor
-
-    first = next(iter(model.parameters()), None)
-    return isinstance(first, FakeTensor)
+    return model if is_fake(next(iter(model.parameters()), None)) else model.to(device)

@@ -6,6 +6,7 @@
   ``CpuAttentionOnMeta``.
 """
 
+from resnet_trace.ops.fake import is_fake
 from resnet_trace.ops.macs import op_macs
 from resnet_trace.ops.meta import META_RULES, CpuAttentionOnMeta, MetaBuild, broadcast
 from resnet_trace.ops.mode import ADDS, OpMode, OpObserver, tensors_in
@@ -18,6 +19,7 @@ __all__ = [
     "OpMode",
     "OpObserver",
     "broadcast",
+    "is_fake",
     "op_macs",
     "tensors_in",
 ]

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from resnet_trace.ops.fake import is_fake
+
 aten = torch.ops.aten
 FUSED_LSTM = aten.mkldnn_rnn_layer.default
 #: The most memory the real run of one layer may take (inputs, weights, outputs, workspace).
@@ -24,18 +26,12 @@ WORKSPACE_LIMIT = 256 * 2**20
 _sizes: dict[tuple, int | None] = {}
 
 
-def _fake(t: object) -> bool:
-    from torch._subclasses.fake_tensor import FakeTensor
-
-    return isinstance(t, FakeTensor)
-
-
 def with_workspace(func: Any, args: tuple, out: Any) -> Any:
     """``out`` of a fused LSTM layer on fake tensors in training, its workspace sized as the CPU's."""
     if func is not FUSED_LSTM or not isinstance(out, tuple) or len(out) != 4:
         return out
     ws = out[3]
-    if not _fake(ws) or ws.numel() != 0 or len(args) < 16 or not args[15]:
+    if not is_fake(ws) or ws.numel() != 0 or len(args) < 16 or not args[15]:
         return out
     if args[0].device.type != "cpu":
         return out

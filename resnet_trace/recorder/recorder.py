@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from resnet_trace.ops import tensors_in
+from resnet_trace.ops import is_fake, tensors_in
 from resnet_trace.recorder.dataflow import Dataflow, Joiner, Scope
 from resnet_trace.recorder.stats import ActivationStats
 from resnet_trace.records import Activation, Depth, Kind, Shape
@@ -468,15 +468,9 @@ class Recorder:
 
 def _storage_key(t: torch.Tensor) -> int:
     storage = t.untyped_storage()
-    if t.is_meta or _is_fake(t):  # no data: the storage object is the identity
+    if t.is_meta or is_fake(t):  # no data: the storage object is the identity
         return int(storage._cdata)
     return int(storage.data_ptr()) or int(storage._cdata)
-
-
-def _is_fake(t: torch.Tensor) -> bool:
-    from torch._subclasses.fake_tensor import FakeTensor
-
-    return isinstance(t, FakeTensor)
 
 
 def _no_modes() -> contextlib.AbstractContextManager[object]:
