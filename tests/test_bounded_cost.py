@@ -1,0 +1,79 @@
+"""Issue 25: what ``run`` costs is bounded by the work the model does, not by the size of its output.
+
+The yardstick is measured here, not assumed: a bare script that imports torch, builds the same
+model and runs its forward under ``no_grad`` (what the tool's own forward has to do at least).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+POSIX = pytest.mark.skipif(os.name != "posix", reason="ru_maxrss of a child is POSIX")
+
+SEGMENTATION = """
+import torch
+from torch import nn
+
+
+class Seg(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.r = nn.ReLU()
+        self.b = nn.Conv2d(8, 21, 1)
+
+    def forward(self, x):
+        return self.b(self.r(self.a(x)))
+"""
+
+BARE = """
+import sys, torch
+sys.path.insert(0, sys.argv[1])
+from seg import Seg
+with torch.no_grad():
+    y = Seg().eval()(torch.randn(1, 3, 512, 512))
+print(tuple(y.shape))
+"""
+
+# Runs argv[1:] as a child and prints its exit code and peak RSS (the only child, so the figure is its own).
+PEAK = """
+import json, resource, subprocess, sys
+p = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+print(json.dumps({"code": p.returncode, "err": p.stderr[-2000:], "out": p.stdout[-2000:], "peak": peak}))
+"""
+
+
+def _peak(*argv: str) -> dict:
+    proc = subprocess.run([sys.executable, "-c", PEAK, *argv], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@POSIX
+def test_a_segmentation_run_writes_a_small_document_within_1_5x_the_forwards_own_memory(tmp_path):
+    """Conv2d(3,8) -> ReLU -> Conv2d(8,21) at 1x3x512x512: 5,505,024 output values. The JSON
+    carries the output's shape, dtype and statistics (under 1 MB, it was 171 MB), and the run's
+    peak RSS stays within 1.5x the bare forward's (it was 1.2 GB)."""
+    (tmp_path / "seg.py").write_text(SEGMENTATION)
+    bare = _peak(sys.executable, "-c", BARE, str(tmp_path))
+    assert bare["code"] == 0, bare["err"]
+    assert bare["out"].strip() == "(1, 21, 512, 512)"
+    out = tmp_path / "run.json"
+    tool = _peak(
+        sys.executable, "-m", "resnet_trace", "run", "--model", f"{tmp_path / 'seg.py'}:Seg",
+        "-i", "1x3x512x512", "--format", "json", "-o", str(out),
+    )  # fmt: skip
+    assert tool["code"] == 0, tool["err"]
+    assert out.stat().st_size < 2**20, out.stat().st_size
+    doc = json.loads(out.read_text())
+    (first,) = doc["outputs"]
+    assert first["shape"] == [1, 21, 512, 512]
+    stats = first["stats"]
+    assert stats is not None and stats["min"] <= stats["mean"] <= stats["max"]
+    assert tool["peak"] <= 1.5 * bare["peak"], (tool["peak"] / 2**20, bare["peak"] / 2**20)
