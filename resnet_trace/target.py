@@ -40,10 +40,6 @@ class Target:
     channels: int | None = None  # input channels the model takes, when known
     advice: Advice | None = None
     skip_override: tuple[str, ...] | None = None  # --skip: names to report instead of the dataflow's
-    # On meta, route attention to the CPU's kernel (ops.CpuAttentionOnMeta). The function mode that
-    # does it costs every torch call of a forward (40% of the seed's shape-only trace), so only a
-    # model known to have no attention, the built-in one, goes without it.
-    attention: bool = True
     # Elements of the largest output any module produces for an input shape, where the model's
     # source can say without a trace (the memory guard's term; None: take it from a shape trace).
     largest_output: Callable[[Shape], int] | None = None
@@ -113,7 +109,6 @@ def builtin_target(
         accepted_sizes=acc,
         channels=STEM_CHANNELS,
         advice=advice,
-        attention=False,  # convolutions, pools and a linear head only
         fake=mode is not None,
         fake_mode=mode,
         largest_output=lambda shape: largest_output(

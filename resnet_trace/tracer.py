@@ -66,7 +66,6 @@ def session_of(
         leaf_stats=leaf_stats,
         train=train,
         find_blocks=find_blocks,
-        cpu_attention=target.attention,
     )
 
 

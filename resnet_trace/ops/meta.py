@@ -1,12 +1,11 @@
-"""Shape answers on ``meta``: a few common operations, a model build without initialisation, CPU attention.
+"""Shape answers on ``meta``: a few common operations and a model build without initialisation.
 
 :data:`META_RULES` answers the output of common operations on ``meta`` tensors directly, because
 PyTorch's Python meta kernels for them import sympy and ``torch._dynamo`` on first use (about a
 second, see docs/performance.md); the operation mode (:class:`~resnet_trace.ops.mode.OpMode`)
 consults it. Anything else falls through to PyTorch unchanged; ``tests/test_shapes.py`` checks
 the shortcuts against real CPU forwards, including inputs that fail. :class:`MetaBuild` builds
-the built-in model on ``meta`` without initialising it; :class:`CpuAttentionOnMeta` makes a
-``meta`` forward take the CPU's attention kernel.
+the built-in model on ``meta`` without initialising it.
 """
 
 from __future__ import annotations
@@ -15,8 +14,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch.overrides import TorchFunctionMode
 from torch.utils._device import DeviceContext
 
 aten = torch.ops.aten
@@ -382,45 +379,3 @@ class MetaBuild(DeviceContext):
             if getattr(t, "is_meta", False):
                 return t
         return super().__torch_function__(func, types, args, kwargs)
-
-
-class CpuAttentionOnMeta(TorchFunctionMode):
-    """On ``meta``, run ``scaled_dot_product_attention`` as the CPU would: its flash kernel.
-
-    On ``meta`` PyTorch picks the math backend, whose autograd saves the attention weights; the
-    CPU picks ``_scaled_dot_product_flash_attention_for_cpu``, which saves Q, K, V, the output and
-    the log-sum-exp. A shape-only ``--train`` trace must save what the CPU saves, so where the CPU
-    would take its flash kernel (4-D, one dtype, one head size, no grouped-query heads) this
-    calls it. The MACs are the same either way; the shapes of the operation-level rows are not
-    (the math backend folds the heads into the batch), so a trace of a ``meta`` model uses it
-    unless its target says the model has no attention (``Target.attention``).
-    """
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is F.scaled_dot_product_attention and args and getattr(args[0], "is_meta", False):
-            out = _flash_for_cpu(*args, **kwargs)
-            if out is not NotImplemented:
-                return out
-        return func(*args, **kwargs)
-
-
-def _flash_for_cpu(
-    query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False
-):
-    qkv = (query, key, value)
-    if enable_gqa or any(t.dim() != 4 or t.dtype != query.dtype for t in qkv):
-        return NotImplemented
-    if (
-        len({int(t.shape[-1]) for t in qkv}) != 1
-        or query.shape[:2] != key.shape[:2]
-        or key.shape != value.shape
-    ):
-        return NotImplemented
-    if attn_mask is not None and (is_causal or attn_mask.dtype == torch.bool):
-        return NotImplemented
-    op = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-    if op is None:
-        return NotImplemented
-    out, _ = op(query, key, value, float(dropout_p), bool(is_causal), attn_mask=attn_mask, scale=scale)
-    return out

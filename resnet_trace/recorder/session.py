@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from resnet_trace.ops import CpuAttentionOnMeta, OpMode
+from resnet_trace.ops import OpMode
 from resnet_trace.recorder.recorder import Recorder
 from resnet_trace.recorder.structure import read_structure
 
@@ -92,14 +92,12 @@ class HookSession:
         *,
         only: set[int] | None,
         ops: bool,
-        cpu_attention: bool,
         options: dict[str, bool],
     ) -> None:
         self.model = model
         self.block_types = block_types
         self.only = only
         self.ops = ops
-        self.cpu_attention = cpu_attention
         self.options = options
         self.recorder: Recorder | None = None
         self._thread: int | None = None  # the thread whose calls the recorder takes
@@ -152,10 +150,6 @@ class HookSession:
         with contextlib.ExitStack() as stack:
             if self.ops:
                 stack.enter_context(_mha_fastpath_off())
-                first = next(self.model.parameters(), None)
-                on_meta = first is None or first.is_meta  # a real device runs its own kernel already
-                if on_meta and self.cpu_attention:
-                    stack.enter_context(CpuAttentionOnMeta())
                 stack.enter_context(OpMode(recorder, shortcuts=True))
             if recorder.train:
                 stack.enter_context(torch.autograd.graph.saved_tensors_hooks(recorder.pack, _unpack))
@@ -199,19 +193,14 @@ def hook_session(
     ops: bool = True,
     find_blocks: bool = False,
     train: bool = False,
-    cpu_attention: bool = True,
 ) -> Iterator[HookSession]:
     """Hook the modules of ``model`` (or just those in ``only``) for as many forwards as the caller
     runs, each inside :meth:`HookSession.recording`, which with ``ops`` also watches its operations.
 
-    On a ``meta`` model, ``cpu_attention`` routes attention to the CPU's kernel
-    (:class:`~resnet_trace.ops.CpuAttentionOnMeta`). Always removes the hooks and restores every
-    ``training`` flag.
+    Always removes the hooks and restores every ``training`` flag.
     """
     options = dict(stats=stats, events=events, leaf_stats=leaf_stats, find_blocks=find_blocks, train=train)
-    session = HookSession(
-        model, block_types, only=only, ops=ops, cpu_attention=cpu_attention, options=options
-    )
+    session = HookSession(model, block_types, only=only, ops=ops, options=options)
     with model_lock(model), keep_training_flags(model):
         try:
             yield session
