@@ -1,5 +1,5 @@
 """What each command returns: frozen records with ``to_dict()``/``to_json()``, exactly the CLI's
-``--format json`` document. ``Report`` (``summary``/``run``), ``Reports`` (several inputs),
+``--format json`` document. ``Report`` (``summary``/``run``; several inputs print as an array),
 ``Differences`` (``check``/``diff``), ``Comparison`` (``compare``) and ``ModuleTree`` (``tree``).
 No torch here.
 """
@@ -93,17 +93,6 @@ class Report(_Document):
     @property
     def train(self) -> TrainInfo | None:
         return self.trace.train
-
-
-@dataclass(frozen=True, slots=True)
-class Reports(_Document):
-    """Several inputs' reports: the CLI prints one document for one input, an array for several."""
-
-    reports: tuple[Report, ...]
-
-    def to_dict(self) -> Any:
-        docs = [r.to_dict() for r in self.reports]
-        return docs[0] if len(docs) == 1 else docs
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from resnet_trace.records import Report, Reports, Trace, dumps
+from resnet_trace.records import Report, Trace, dumps
 
 
 def render_json(reports: Sequence[Report]) -> str:
     """One document for one input, an array for several."""
-    return dumps(Reports(tuple(reports)).to_dict())
+    docs = [r.to_dict() for r in reports]
+    return dumps(docs[0] if len(docs) == 1 else docs)
 
 
 def render_jsonl(reports: Sequence[Report]) -> str:
