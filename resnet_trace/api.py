@@ -27,7 +27,8 @@ from resnet_trace.choice import ModelChoice, TraceOptions
 from resnet_trace.errors import UsageError
 from resnet_trace.goldens import report
 from resnet_trace.inputs import InputError, from_api
-from resnet_trace.pipeline import trace_inputs, with_blocks
+from resnet_trace.pipeline import trace_inputs
+from resnet_trace.prepare import with_blocks
 from resnet_trace.records import (
     Comparison,
     Depth,

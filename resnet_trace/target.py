@@ -133,7 +133,7 @@ def build(
     """The model ``choice`` names, built on ``device`` (``meta``: no weights, no memory).
 
     A user's model without ``block`` gets its blocks found later, once the input is known
-    (:func:`resnet_trace.pipeline.with_blocks`). ``device=FAKE`` builds a user's model on fake
+    (:func:`resnet_trace.prepare.with_blocks`). ``device=FAKE`` builds a user's model on fake
     tensors, and the seed on ``meta`` unless ``fake_seed`` (autocast needs CPU tensors, fake ones).
     """
     if choice.builtin:
