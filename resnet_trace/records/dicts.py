@@ -37,7 +37,38 @@ def json_cell(value: Any) -> str:
 
 
 def _encode(value: Any, *, indent: int | None, separators: tuple[str, str] | None) -> str:
-    return json.dumps(finite(value), indent=indent, separators=separators, allow_nan=False)
+    try:
+        return json.dumps(finite(value), indent=indent, separators=separators, allow_nan=False)
+    except RecursionError:  # nested deeper than Python recurses (a module tree 3,000 levels deep)
+        return _encode_deep(value, indent=indent, separators=separators)
+
+
+def _encode_deep(value: Any, *, indent: int | None, separators: tuple[str, str] | None) -> str:
+    """``json.dumps(finite(value), ...)``'s text, written with a stack of its own instead of recursion."""
+    item_sep, key_sep = separators or ((",", ": ") if indent is not None else (", ", ": "))
+    out: list[str] = []
+    todo: list[Any] = [(value, 0)]  # a str is text to write; a pair, a value at a nesting level
+    while todo:
+        top = todo.pop()
+        if isinstance(top, str):
+            out.append(top)
+            continue
+        v, level = top
+        if isinstance(v, (dict, list, tuple)) and v:
+            pairs = list(v.items()) if isinstance(v, dict) else [(None, x) for x in v]
+            inner = "" if indent is None else "\n" + " " * (indent * (level + 1))
+            work: list[Any] = ["{" if isinstance(v, dict) else "["]
+            for i, (k, x) in enumerate(pairs):
+                work.append(inner if i == 0 else item_sep + inner)
+                if isinstance(v, dict):
+                    work.append(json.dumps(k if isinstance(k, str) else json.dumps(k)) + key_sep)
+                work.append((x, level + 1))
+            outer = "" if indent is None else "\n" + " " * (indent * level)
+            work.append(outer + ("}" if isinstance(v, dict) else "]"))
+            todo.extend(reversed(work))
+        else:
+            out.append(json.dumps(finite(v), allow_nan=False))
+    return "".join(out)
 
 
 def finite(value: Any) -> Any:
@@ -109,16 +140,28 @@ def row_dict(row: Row) -> dict:
 
 
 def tree_dict(node: TreeNode) -> dict:
-    """``tree --format json``: a module and, nested, its children."""
-    return {
-        "name": node.name,
-        "type": node.type,
-        "params": node.params,
-        "own_params": node.own_params,
-        "ran": node.ran,
-        "alias_of": node.alias_of,
-        "children": [tree_dict(c) for c in node.children],
-    }
+    """``tree --format json``: a module and, nested, its children (built with a stack, not recursion:
+    a model may nest modules thousands of levels deep)."""
+
+    def fields(n: TreeNode) -> dict:
+        return {
+            "name": n.name,
+            "type": n.type,
+            "params": n.params,
+            "own_params": n.own_params,
+            "ran": n.ran,
+            "alias_of": n.alias_of,
+            "children": [],
+        }
+
+    root = fields(node)
+    todo = [(node, root)]
+    while todo:
+        n, d = todo.pop()
+        for child in n.children:
+            d["children"].append(fields(child))
+            todo.append((child, d["children"][-1]))
+    return root
 
 
 def differences_dict(diffs: Sequence[Difference], expected: str, got: str) -> dict:
