@@ -29,7 +29,7 @@ from resnet_trace.ops import is_fake
 from resnet_trace.records import Device
 
 #: The modules holding the user's code, by name (``--model``'s file or package): a failure raised
-#: from one of them, wherever our code called it, is the model's (``cli.io.model_failure``).
+#: from one of them, wherever our code called it, is the model's (``cli.errors.model_failure``).
 USER_MODULES: set[str] = set()
 
 

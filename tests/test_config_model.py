@@ -437,7 +437,7 @@ def test_cli_output_naming_the_config_is_refused(cli, tmp_path, command, as_fold
 
 
 def test_model_file_names_the_config_a_reference_reads(tmp_path):
-    from resnet_trace.cli.io import model_file
+    from resnet_trace.cli.files import model_file
 
     assert model_file(str(tmp_path)) == tmp_path / "config.json"
     assert model_file("x/llama.json") == type(tmp_path)("x/llama.json")

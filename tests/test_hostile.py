@@ -710,7 +710,7 @@ def test_ctrl_c_says_interrupted():
 _SIGNAL_DURING_WRITE = """
 import os, signal, sys
 from pathlib import Path
-from resnet_trace.cli.io import write_output
+from resnet_trace.cli.files import write_output
 
 real_fsync = os.fsync
 def fsync(fd):

@@ -438,7 +438,7 @@ def test_ctrl_c_while_torch_is_imported_is_130_and_one_line(delay):
 _HANGUP_DURING_WRITE = """
 import os, signal, sys
 from pathlib import Path
-from resnet_trace.cli.io import write_output
+from resnet_trace.cli.files import write_output
 
 real_fsync = os.fsync
 def fsync(fd):

@@ -1,5 +1,5 @@
 """The command line: thin commands over the library (``commands``), their options (``options``), how a
-result leaves (``output``) and the edge with streams and files (``io``).
+result leaves (``output``) and the edge with the outside: ``streams``, ``files`` and ``errors``.
 
 ``main`` imports the commands itself, so that a Ctrl-C at any moment after the process starts,
 while Typer, Rich or torch are still being imported, ends as ``resnet-trace: interrupted`` and

@@ -1,5 +1,5 @@
 """The commands: each turns its flags into the library's records, calls the library once, and hands
-the result to :mod:`resnet_trace.cli.output`; errors become exit codes in :mod:`resnet_trace.cli.io` only.
+the result to :mod:`resnet_trace.cli.output`; errors become exit codes in :mod:`resnet_trace.cli.errors` only.
 
 torch is imported inside the commands that trace, never at import time, so
 ``--help``, ``--version`` and ``schema`` start as fast as Typer and Rich.
@@ -17,15 +17,8 @@ from typing import Annotated
 import typer
 
 from resnet_trace import __version__
-from resnet_trace.cli.io import (
-    OneLineErrors,
-    _color,
-    _say,
-    check_outputs,
-    model_file,
-    record_debug,
-    write_output,
-)
+from resnet_trace.cli.errors import OneLineErrors, record_debug
+from resnet_trace.cli.files import check_outputs, model_file, write_output
 from resnet_trace.cli.options import (
     BaseDim,
     BlockOpt,
@@ -60,6 +53,7 @@ from resnet_trace.cli.options import (
     progress,
 )
 from resnet_trace.cli.output import emit_differences, finish, reports_of, stopped
+from resnet_trace.cli.streams import _color, _say
 from resnet_trace.errors import ExitCode
 from resnet_trace.layout import BASE_DIM
 from resnet_trace.records import (

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from resnet_trace.cli.io import output_path
+from resnet_trace.cli.files import output_path
 from resnet_trace.errors import UsageError
 from resnet_trace.layout import BASE_DIM, NUM_CLASSES
 from resnet_trace.records import Depth, Format, Head, Optimizer, Precision, Shard, Variant
@@ -259,7 +259,7 @@ class progress:
         self.bar: Any = None
 
     def __enter__(self) -> Any:
-        from resnet_trace.cli.io import data_stream
+        from resnet_trace.cli.streams import data_stream
 
         if self.total < 3 or not (data_stream().isatty() and sys.stderr.isatty()):
             return None

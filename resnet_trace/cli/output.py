@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from resnet_trace.cli.io import _color, _say, write_output
+from resnet_trace.cli.files import write_output
+from resnet_trace.cli.streams import _color, _say
 from resnet_trace.errors import ExitCode, UsageError
 from resnet_trace.records import Depth, Format, Report
 

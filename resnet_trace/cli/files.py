@@ -1,0 +1,121 @@
+"""The CLI's files: ``-o`` written atomically or to the stream it names, and nothing a command
+reads overwritten by what it writes.
+
+The atomic write itself (a short temporary name beside the target, no temporary file left by
+any signal) is the library's: :func:`resnet_trace.atomic.write_atomically`.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from pathlib import Path
+
+import typer
+
+from resnet_trace.atomic import writable_target, write_atomically
+from resnet_trace.cli.streams import _quiet_broken_pipe, data_stream
+from resnet_trace.errors import UsageError
+
+
+def write_output(text: str, output: Path | None, option: str = "--output") -> None:
+    """stdout, or ``output`` written atomically (:func:`resnet_trace.atomic.write_atomically`: a
+    short temporary name in the same folder, then a rename; no signal leaves it behind).
+
+    ``/dev/stdout`` and ``/dev/stderr`` (and their ``/dev/fd``, ``/proc/self/fd`` names) are the
+    streams themselves. A symlink's target is replaced and the link kept; a device or FIFO is
+    written into, never replaced; a write-protected file is refused.
+    """
+    named = str(output) if output is not None else None
+    if named in ("/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"):
+        output = None  # the stream itself (the saved one: while a command works, fd 1 is stderr)
+    elif named in ("/dev/stderr", "/dev/fd/2", "/proc/self/fd/2"):
+        try:
+            sys.stderr.write(text)
+            sys.stderr.flush()
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot write to stderr: {getattr(exc, 'strerror', None) or exc}") from None
+        return
+    if output is None:
+        try:
+            stream = data_stream()
+            stream.write(text)
+            stream.flush()
+        except BrokenPipeError:  # the reader went away (| head): stop quietly
+            _quiet_broken_pipe()
+        except (OSError, ValueError) as exc:  # a full disk behind a redirect, a closed stdout
+            raise UsageError(f"cannot write to stdout: {getattr(exc, 'strerror', None) or exc}") from None
+        return
+    data = text.encode("utf-8")
+    write_atomically(output, lambda fh: fh.write(data), f"{option} {str(output)!r}")
+
+
+def _check_writable(path: Path | None, option: str) -> None:
+    """Refuse an output path before any work, naming the option it came from."""
+    if path is None:
+        return
+    writable_target(path, f"{option} {str(path)!r}")
+
+
+def output_path(value: str) -> Path:
+    """``-o``/``--svg``'s parser: a trailing slash names a folder, which is not a file to write."""
+    if value.endswith(("/", os.sep)) and value not in ("/dev/stdout/", "/dev/stderr/"):
+        raise typer.BadParameter(f"{value!r} names a folder (it ends in a slash); name a file")
+    return Path(value)
+
+
+def _identity(path: Path) -> tuple[str, tuple[int, int] | None]:
+    """A path's resolved name and, when it exists, its (device, inode): two names of one file match."""
+    try:
+        st = os.stat(path)
+        ident: tuple[int, int] | None = (st.st_dev, st.st_ino)
+    except (OSError, ValueError):
+        ident = None
+    return os.path.realpath(path), ident
+
+
+def model_file(ref: str | None) -> Path | None:
+    """The file a ``--model`` reference reads: ``PATH.py`` of ``PATH.py:NAME``, a config's JSON
+    (a folder's ``config.json``), or None for ``package.module:NAME``."""
+    if not ref:
+        return None
+    from resnet_trace.hfconfig import config_path, is_config_ref
+
+    if is_config_ref(ref):
+        return config_path(ref)
+    source, sep, _ = ref.rpartition(":")
+    if sep and (source.endswith(".py") or "/" in source or "\\" in source):
+        return Path(source)
+    return None
+
+
+def check_outputs(outputs: dict[str, Path | None], reads: dict[str, Path | str | None] | None = None) -> None:
+    """Before any work: every output can be written, and none names a file the command reads
+    (input file, weights, golden, model file) or another output. Compared by resolved path and by
+    inode, so a symlink or a hard link to an input is caught too. A device (``/dev/null``) is
+    written into, never replaced, so it may be named more than once."""
+    given = {opt: p for opt, p in outputs.items() if p is not None}
+    for option, path in given.items():
+        _check_writable(path, option)
+    read_ids = [
+        (opt, str(p), _identity(Path(p))) for opt, p in (reads or {}).items() if p is not None and str(p)
+    ]
+    seen: list[tuple[str, Path, tuple[str, tuple[int, int] | None]]] = []
+    for option, path in given.items():
+        ident = _identity(path)
+        try:
+            special = not stat.S_ISREG(os.stat(path).st_mode)
+        except OSError:
+            special = False
+        if special:
+            continue
+        for other, shown, read, verb in [
+            *((o, s, i, "reads") for o, s, i in read_ids),
+            *((o, str(p), i, "writes") for o, p, i in seen),
+        ]:
+            if ident[0] == read[0] or (ident[1] is not None and ident[1] == read[1]):
+                raise UsageError(
+                    f"{option} {str(path)!r} would replace {shown!r}, which {other} {verb}; name another file"
+                )
+        seen.append((option, path, ident))
