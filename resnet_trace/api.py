@@ -44,7 +44,7 @@ from resnet_trace.records import (
     Trace,
     Variant,
 )
-from resnet_trace.spec import InvalidType, InvalidValue, ModelSpec, check_shape
+from resnet_trace.spec import InvalidType, InvalidValue, SeedConfig, check_shape
 from resnet_trace.target import Target, build, builtin_target, check_channels, default_call
 
 __all__ = ["check", "compare", "diff", "report", "trace", "tree"]
@@ -313,15 +313,8 @@ def tree(
     """The module tree with parameter counts, marked with what ran in a shape-only trace."""
     from resnet_trace.tracer import tree_of
 
-    target = make_target(
-        model_ref=model_ref,
-        base_dim=base_dim,
-        num_classes=num_classes,
-        variant=variant,
-        head=head,
-        model_args=model_args,
-        block=block,
-    )
+    choice = ModelChoice(model_ref, base_dim, num_classes, variant, head, model_args or {}, block)
+    target = build(choice)
     from resnet_trace.feed import as_call, plain_shape
 
     call = as_call(tuple(input_shape)) if input_shape else default_call(target)
@@ -334,37 +327,16 @@ def tree(
 
 # -- the names the commands were built from before the one route; kept for one release -------------
 def make_target(
-    *,
-    model_ref: str | None = None,
-    base_dim: int | None = None,
-    num_classes: int | None = None,
-    variant: Variant | str = Variant.SEED,
-    head: Head | str = Head.AVGPOOL7,
-    model_args: dict[str, Any] | None = None,
-    block: str | None = None,
-    skip: Sequence[str] | None = None,
-    device: str = Device.META,
-    init_seed: int | None = None,
+    *, model_ref: str | None = None, device: str = Device.META, init_seed: int | None = None, **choice: Any
 ) -> Target:
-    """:func:`resnet_trace.target.build` of the choice these arguments make (tree() builds with it)."""
-    choice = ModelChoice(
-        model=model_ref,
-        base_dim=base_dim,
-        num_classes=num_classes,
-        variant=variant,
-        head=head,
-        args=model_args or {},
-        block=block,
-        skip=tuple(skip) if skip else None,
-    )
-    return build(choice, device=device, init_seed=init_seed)
+    """Old name: :func:`resnet_trace.target.build` of the choice ``model_ref`` and ``choice``
+    (``base_dim``, ``num_classes``, ``variant``, ``head``, ``model_args``, ``block``, ``skip``) make."""
+    return build(_old_choice(model_ref, choice), device=device, init_seed=init_seed)
 
 
-def build_target(spec: ModelSpec, *, device: str = Device.META, init_seed: int | None = None) -> Target:
+def build_target(spec: SeedConfig, *, device: str = Device.META, init_seed: int | None = None) -> Target:
     """Old name: the built-in seed model of ``spec``."""
-    return builtin_target(
-        spec.base_dim, spec.num_classes, spec.variant, spec.head, device=device, init_seed=init_seed
-    )
+    return builtin_target(*dataclasses.astuple(spec), device=device, init_seed=init_seed)
 
 
 def model_target(
@@ -401,20 +373,10 @@ def trace_run(target: Target, x: torch.Tensor, **options: Any) -> Trace:
 
 
 def summary_traces(
-    *,
-    inputs: Sequence[Shape] | None = None,
-    model_ref: str | None = None,
-    train: bool = False,
-    optimizer: Optimizer | str = Optimizer.ADAM,
-    budget: int | str | None = None,
-    dtype: DType | str | None = None,
-    **choice: Any,
+    *, inputs: Sequence[Shape] | None = None, model_ref: str | None = None, **keywords: Any
 ) -> list[Trace]:
     """Old name: :func:`resnet_trace.pipeline.trace_inputs`, shape-only."""
-    options = TraceOptions(
-        train=train or budget is not None, optimizer=optimizer, budget=_budget(budget), dtype=dtype
-    )
-    return trace_inputs(_old_choice(model_ref, choice), inputs, options)
+    return _old_route(inputs, model_ref, keywords, real=False)
 
 
 def run_traces(
@@ -422,14 +384,26 @@ def run_traces(
     inputs: Sequence[Shape] | None = None,
     model_ref: str | None = None,
     progress: Callable[[int], None] | None = None,
-    **options: Any,
+    **keywords: Any,
 ) -> list[Trace]:
     """Old name: :func:`resnet_trace.pipeline.trace_inputs` with a real forward."""
-    fields = {f.name for f in dataclasses.fields(ModelChoice)} | {"model_args"}
-    choice = {k: options.pop(k) for k in list(options) if k in fields}
-    return trace_inputs(
-        _old_choice(model_ref, choice), inputs, TraceOptions(real=True, **options), progress=progress
-    )
+    return _old_route(inputs, model_ref, keywords, real=True, progress=progress)
+
+
+def _old_route(
+    inputs: Sequence[Shape] | None,
+    model_ref: str | None,
+    keywords: dict[str, Any],
+    *,
+    real: bool,
+    progress: Callable[[int], None] | None = None,
+) -> list[Trace]:
+    """The old names' keywords split into the two records (``model_args`` is ``ModelChoice.args``)."""
+    fields = {f.name for f in dataclasses.fields(ModelChoice)} | {"model_args", "skip"}
+    choice = {k: keywords.pop(k) for k in list(keywords) if k in fields}
+    keywords["budget"] = _budget(keywords.get("budget"))
+    options = TraceOptions(real=real, **keywords)
+    return trace_inputs(_old_choice(model_ref, choice), inputs, options, progress=progress)
 
 
 def _old_choice(model_ref: str | None, choice: dict[str, Any]) -> ModelChoice:

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from resnet_trace.errors import UsageError
+from resnet_trace.layout import BASE_DIM, NUM_CLASSES
 from resnet_trace.records import CUSTOM, Device, DType, Head, Optimizer, Precision, Shard, Variant
-from resnet_trace.spec import InvalidValue, integer, word
+from resnet_trace.spec import InvalidValue, SeedConfig, integer, word
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,15 @@ class ModelChoice:
     def reference(self) -> str | None:
         """The ``PATH.py:NAME`` reference, when the model is one."""
         return self.model if isinstance(self.model, str) else None
+
+    def seed_config(self) -> SeedConfig:
+        """The built-in model's four settings, the defaults filled in for those not chosen."""
+        return SeedConfig(
+            BASE_DIM if self.base_dim is None else self.base_dim,
+            NUM_CLASSES if self.num_classes is None else self.num_classes,
+            Variant(self.variant),
+            Head(self.head),
+        )
 
     def words(self) -> tuple[str, str]:
         """``variant`` and ``head`` as a trace records them (``custom`` for a model of your own)."""

@@ -43,8 +43,11 @@ def _number(text: str, value: str) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class ModelSpec:
-    """What model to build: the seed's options plus the variant and head (their words, or the enums)."""
+class SeedConfig:
+    """The built-in model's four settings, every one given: what a seed checkpoint holds
+    (:func:`resnet_trace.loading.checkpoint_config`) and what
+    :meth:`resnet_trace.choice.ModelChoice.seed_config` resolves the choice of the built-in model
+    to. The choice itself, of any model, is a :class:`~resnet_trace.choice.ModelChoice`."""
 
     base_dim: int = BASE_DIM
     num_classes: int = NUM_CLASSES
@@ -54,6 +57,10 @@ class ModelSpec:
     def __post_init__(self) -> None:
         object.__setattr__(self, "variant", word("variant", Variant, self.variant))
         object.__setattr__(self, "head", word("head", Head, self.head))
+
+
+#: Old name of :class:`SeedConfig`, kept for one release.
+ModelSpec = SeedConfig
 
 
 def parse_shape(text: str, *, quoted: str | None = None) -> tuple[int, int, int, int]:
@@ -200,12 +207,6 @@ def positive(name: str, value: int, maximum: int | None = None) -> int:
         return integer(field, value)
     except (InvalidValue, InvalidType) as exc:
         raise UsageError(str(exc).replace(field, name, 1)) from None
-
-
-def check_spec(*, base_dim: object, num_classes: object, variant: object, head: object) -> ModelSpec:
-    """The built-in model's options, checked as the CLI checks them."""
-    v, h = word("variant", Variant, variant), word("head", Head, head)
-    return ModelSpec(integer("base_dim", base_dim), integer("num_classes", num_classes), v, h)
 
 
 def check_shape(shape: object) -> tuple[int, int, int, int]:

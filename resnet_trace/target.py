@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from resnet_trace.errors import UsageError
-from resnet_trace.layout import BASE_DIM, NUM_CLASSES
 from resnet_trace.records import CUSTOM, Device, Head, InputTensor, ModelInfo, Shape, Variant, shape_text
 
 if TYPE_CHECKING:
@@ -137,17 +136,10 @@ def build(
     tensors, and the seed on ``meta`` unless ``fake_seed`` (autocast needs CPU tensors, fake ones).
     """
     if choice.builtin:
-        from resnet_trace.spec import check_spec
-
         device = Device.META if device == FAKE and not fake_seed else device
-        spec = check_spec(
-            base_dim=BASE_DIM if choice.base_dim is None else choice.base_dim,
-            num_classes=NUM_CLASSES if choice.num_classes is None else choice.num_classes,
-            variant=choice.variant,
-            head=choice.head,
-        )
+        seed = choice.seed_config()  # the choice checked its values when it was made
         target = builtin_target(
-            spec.base_dim, spec.num_classes, spec.variant, spec.head, device=device, init_seed=init_seed
+            seed.base_dim, seed.num_classes, seed.variant, seed.head, device=device, init_seed=init_seed
         )
         if choice.block is not None and tuple(choice.block) != ("BottleNeck",):
             target = dataclasses.replace(target, block_types=resolve_blocks(target.model, choice.block)[0])
