@@ -292,49 +292,36 @@ class Recorder:
         leaf = next(iter(module.children()), None) is None
         in_shape = first_shape(args) or first_shape(kwargs)
         open_row = self._open_row()
-        row: OpenRow | None = None
+        kind: tuple[Kind, Depth] | None = None  # the row this call opens, if it opens one
+        extra: dict[str, Any] = {}
         is_block = isinstance(module, self.block_types) if self.block_types else False
         if is_block:
             self.first_block_seen = True
-            stage = next((c.row for c in reversed(self.stack) if c.row and c.row.kind is Kind.STAGE), None)
             down = getattr(module, "down", None)
-            row = self._new_row(
-                name=name,
-                kind=Kind.BLOCK,
-                depth=Depth.BLOCK,
-                module=module,
-                parent=open_row,
-                in_shape=in_shape,
-                stage=stage,
-                down=bool(down) if isinstance(down, bool) else None,
-                skips=[],
-            )
+            kind = Kind.BLOCK, Depth.BLOCK
+            extra = {
+                "stage": next(
+                    (c.row for c in reversed(self.stack) if c.row and c.row.kind is Kind.STAGE), None
+                ),
+                "down": bool(down) if isinstance(down, bool) else None,
+                "skips": [],
+            }
         elif id(module) in self.structural and self.stack and not self._in_block():
-            row = self._new_row(
-                name=name,
-                kind=Kind.STAGE,
-                depth=Depth.STAGE,
-                module=module,
-                parent=open_row,
-                in_shape=in_shape,
-            )
+            kind = Kind.STAGE, Depth.STAGE
         elif self.stack and (open_row is None or open_row.kind is Kind.STAGE) and not self._in_block():
-            row = self._new_row(
-                name=name,
-                kind=self._frame_kind(module),
-                depth=Depth.STAGE if open_row is None else Depth.BLOCK,
-                module=module,
-                parent=open_row,
-                in_shape=in_shape,
-            )
+            kind = self._frame_kind(module), Depth.STAGE if open_row is None else Depth.BLOCK
         elif leaf and open_row is not None and open_row.kind is not Kind.STAGE:
+            kind = Kind.LAYER, Depth.LAYER
+        row = None
+        if kind is not None:
             row = self._new_row(
                 name=name,
-                kind=Kind.LAYER,
-                depth=Depth.LAYER,
+                kind=kind[0],
+                depth=kind[1],
                 module=module,
                 parent=open_row,
                 in_shape=in_shape,
+                **extra,
             )
         call = _Call(module=module, name=name, row=row, leaf=leaf)
         self.stack.append(call)
