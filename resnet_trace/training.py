@@ -19,14 +19,10 @@ gradient norms per block and the step's real peak. Nothing here renders; records
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import math
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -34,7 +30,8 @@ from torch import nn
 from resnet_trace.errors import UsageError
 from resnet_trace.feed import Feed
 from resnet_trace.ops import tensors_in
-from resnet_trace.records import Device, Kind, Optimizer, Row, TrainInfo
+from resnet_trace.peak import PeakMeter
+from resnet_trace.records import Kind, Optimizer, Row, TrainInfo
 
 #: The backward's transient, in units of the largest output of any call (docs/training.md, measured).
 TRANSIENT_FACTOR = 8
@@ -200,77 +197,6 @@ def loss_logits(out: object) -> torch.Tensor:
     return first
 
 
-class _PeakMeter:
-    """The step's peak above the level before it: CUDA's allocator, or the CPU process's resident memory.
-
-    On Linux the resident high-water mark (VmHWM) is reset by writing 5 to /proc/self/clear_refs.
-    Where that is not possible, ``getrusage``'s lifetime maximum is used, which says something only
-    when the step raised it; otherwise the peak is unknown (``None``).
-    """
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.source = "none"
-        self.before = 0
-        self._ru_before = 0
-
-    def __enter__(self) -> _PeakMeter:
-        if self.device.type == Device.CUDA:
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.before = torch.cuda.memory_allocated(self.device)
-            self.source = "cuda max_memory_allocated"
-            return self
-        if self.device.type != Device.CPU:
-            return self
-        trim_heap()
-        try:
-            Path("/proc/self/clear_refs").write_text("5")
-            self.before = _status_kib("VmRSS") * 1024
-            self.source = "VmHWM (/proc/self/status)"
-        except OSError:
-            self.before = _status_kib("VmRSS") * 1024 if sys.platform.startswith("linux") else 0
-            self._ru_before = _ru_maxrss()
-            self.source = "getrusage ru_maxrss" if self.before else "none"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def peak(self) -> int | None:
-        if self.source.startswith("cuda"):
-            torch.cuda.synchronize(self.device)
-            return max(0, torch.cuda.max_memory_allocated(self.device) - self.before)
-        if self.source.startswith("VmHWM"):
-            return max(0, _status_kib("VmHWM") * 1024 - self.before)
-        if self.source.startswith("getrusage"):
-            after = _ru_maxrss()
-            return after - self.before if after > self._ru_before else None
-        return None
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise OSError(f"no {field} in /proc/self/status")
-
-
-def _ru_maxrss() -> int:
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - Windows
-        return 0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss if sys.platform == "darwin" else rss * 1024  # bytes on macOS, KiB on Linux
-
-
-def trim_heap() -> None:
-    """Give freed heap back to the system (glibc), so the level before the step is a clean one."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
 def backward_step(
     model: nn.Module,
     x: Feed | torch.Tensor,
@@ -318,7 +244,8 @@ def backward_step(
         model.train()
         start = time.perf_counter()
         feed = x if isinstance(x, Feed) else Feed((x,))
-        with _PeakMeter(feed.first.device) as meter, torch.enable_grad():
+        meter = PeakMeter(feed.first.device)  # the level before the step
+        with torch.enable_grad():
             logits = loss_logits(feed.call(model))
             labels = torch.full((logits.shape[0],), int(target), dtype=torch.long, device=logits.device)
             loss = nn.functional.cross_entropy(logits.reshape(logits.shape[0], -1), labels)
