@@ -28,6 +28,7 @@ from torch import nn
 
 import resnet_trace
 from resnet_trace import loading
+from resnet_trace.loading import named_inputs, one_input, torchfiles, weights
 from resnet_trace.model import ResNet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -264,7 +265,7 @@ def _change_after_check(monkeypatch, path: Path, change) -> None:
     """Change ``path`` right after the memory guard's check of its tensors (the second check
     naming it): the tensors were checked on the file's map and are not read yet."""
     seen = []
-    original = loading.check_read
+    original = torchfiles.check_read
 
     def check_read(nbytes: int, what: str, *args, **kwargs):
         result = original(nbytes, what, *args, **kwargs)
@@ -274,19 +275,20 @@ def _change_after_check(monkeypatch, path: Path, change) -> None:
                 change(path)
         return result
 
-    monkeypatch.setattr(loading, "check_read", check_read)
+    for module in (torchfiles, weights, one_input, named_inputs):  # each reads through its own name
+        monkeypatch.setattr(module, "check_read", check_read)
 
 
 def _change_during_private_read(monkeypatch, path: Path, change) -> None:
     """Change ``path`` as the private copy (torch.load without mmap) starts reading it."""
-    original = loading._torch_load
+    original = torchfiles._torch_load
 
     def torch_load(source, name, *, mmap):
         if not mmap:
             change(path)
         return original(source, name, mmap=mmap)
 
-    monkeypatch.setattr(loading, "_torch_load", torch_load)
+    monkeypatch.setattr(torchfiles, "_torch_load", torch_load)
 
 
 def one_changed_line(result, path: Path) -> str:
@@ -374,13 +376,13 @@ def test_an_array_truncated_while_it_is_read_is_exit_2_saying_it_changed(tmp_pat
     path = tmp_path / f"in{suffix}"
     x = np.ones((4, 1000), dtype=np.float32)
     np.save(path, x) if suffix == ".npy" else np.savez(path, x=x)
-    original = loading._npy_data
+    original = named_inputs.npy_data
 
     def npy_data(*args, **kwargs):
         truncate_half(path)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(loading, "_npy_data", npy_data)
+    monkeypatch.setattr(named_inputs, "npy_data", npy_data)
     with pytest.raises(resnet_trace.errors.UsageError) as info:
         loading.load_inputs(path)
     assert CHANGED in str(info.value) and "\n" not in str(info.value)
