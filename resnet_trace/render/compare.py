@@ -47,6 +47,15 @@ def _signed(n: int) -> str:
     return f"{n:+,}" if n else "0"
 
 
+def _total_cells(totals: dict) -> list[str]:
+    """The totals row's numbers: params of each side and their difference, then MACs alike."""
+    return [
+        cell
+        for key in ("params", "macs")
+        for cell in (f"{totals['seed'][key]:,}", f"{totals['fixed'][key]:,}", _signed(totals["delta"][key]))
+    ]
+
+
 def compare_renderables(seed: Report, fixed: Report) -> list[RenderableType]:
     doc = comparison_dict(seed, fixed)
     m = doc["model"]
@@ -97,12 +106,7 @@ def compare_renderables(seed: Report, fixed: Report) -> list[RenderableType]:
         "total",
         "",
         "",
-        f"{t['seed']['params']:,}",
-        f"{t['fixed']['params']:,}",
-        _signed(t["delta"]["params"]),
-        f"{t['seed']['macs']:,}",
-        f"{t['fixed']['macs']:,}",
-        _signed(t["delta"]["macs"]),
+        *_total_cells(t),
         *(
             [_size(_get(doc, "seed", "activations_bytes")), _size(_get(doc, "fixed", "activations_bytes"))]
             if train
@@ -247,17 +251,7 @@ def render_compare(seed: Report, fixed: Report, fmt: Format, *, color: bool = Fa
             )
             lines.append(md_row([*_cells(r), *extra]))
         t = doc["totals"]
-        tot: list[str | None] = [
-            "**total**",
-            None,
-            None,
-            f"{t['seed']['params']:,}",
-            f"{t['fixed']['params']:,}",
-            _signed(t["delta"]["params"]),
-            f"{t['seed']['macs']:,}",
-            f"{t['fixed']['macs']:,}",
-            _signed(t["delta"]["macs"]),
-        ]
+        tot: list[str | None] = ["**total**", None, None, *_total_cells(t)]
         lines.append(md_row(tot + [None] * 4 if with_train else tot))
         return "\n".join(lines) + "\n"
     from resnet_trace.render.table import console_text, make_console
