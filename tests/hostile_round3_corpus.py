@@ -391,9 +391,11 @@ class Net(nn.Module):
 
 SLOW_IMPORT_MODEL = """
 import time
+from pathlib import Path
 
 from torch import nn
 
+Path(__file__).with_name("importing").touch()  # the test's signal: torch and Typer are imported
 time.sleep(30)
 
 

@@ -31,6 +31,7 @@ import torch
 from hostile_corpus import INPUTS, WEIGHTS, device_node, expanded, npy_header, png_bomb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from waiting import wait_until_computing
 
 OK, DIFFERENCES, USAGE, REJECTED, INTERNAL, INTERRUPTED = 0, 1, 2, 3, 4, 130
 LIMIT_VAR = "RESNET_TRACE_MEMORY_LIMIT"
@@ -697,7 +698,7 @@ def test_ctrl_c_says_interrupted():
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
-        time.sleep(4)
+        wait_until_computing(proc)  # torch imported and the forward running, not a fixed sleep
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
