@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from resnet_trace.choice import ModelChoice, TraceOptions
-from resnet_trace.diffing import FILTER_SECONDS, compare_all, load_documents
+from resnet_trace.diffing import compare_all
 from resnet_trace.errors import UsageError
+from resnet_trace.goldenfile import FILTER_SECONDS, load_documents
 from resnet_trace.inputs import parse_inputs
 from resnet_trace.layout import BASE_DIM, NUM_CLASSES
 from resnet_trace.records import Depth, Differences, Head, InputTensor, Report, Shape, Trace, Variant
@@ -55,29 +56,46 @@ def check(
     docs = load_documents(Path(golden))
     if inputs:
         plan = [(docs[min(i, len(docs) - 1)], tuple(s)) for i, s in enumerate(inputs)]
-    else:
-        plan = [(doc, recorded_input(doc)) for doc in docs]
-    # Documents of one configuration are traced together: the model is built once for all their inputs.
-    # (A choice's arguments are literals read from the document, so its repr is its identity.)
-    groups: dict[str, tuple[ModelChoice, list[int]]] = {}
-    for i, (doc, _) in enumerate(plan):
-        choice = _choice(doc, golden, base_dim, num_classes, variant, head, model)
-        groups.setdefault(repr(choice), (choice, []))[1].append(i)
-    got: dict[int, Trace] = {}
-    for choice, members in groups.values():
-        traces = trace_inputs(choice, [plan[i][1] for i in members], TraceOptions())
-        got.update(zip(members, traces))
+    else:  # a document repeated in the file is one object (load_documents): its input is read once
+        recorded: dict[int, Any] = {}
+        plan = []
+        for doc in docs:
+            if id(doc) not in recorded:
+                recorded[id(doc)] = recorded_input(doc)
+            plan.append((doc, recorded[id(doc)]))
+    # Documents of one configuration are traced together: the model is built once for all their inputs,
+    # and each distinct input is traced once, however many documents record it. (A choice's arguments
+    # are literals read from the document, and an input is records of ints and words: a repr is an identity.)
+    groups: dict[str, tuple[ModelChoice, dict[str, Any]]] = {}
+    chosen: dict[int, str] = {}
+    keys = []
+    for doc, shape in plan:
+        if id(doc) not in chosen:
+            choice = _choice(doc, golden, base_dim, num_classes, variant, head, model)
+            chosen[id(doc)] = repr(choice)
+            groups.setdefault(chosen[id(doc)], (choice, {}))
+        key = (chosen[id(doc)], repr(shape))
+        groups[key[0]][1].setdefault(key[1], shape)
+        keys.append(key)
+    got: dict[tuple[str, str], Trace] = {}
+    for name, (choice, shapes) in groups.items():
+        traces = trace_inputs(choice, list(shapes.values()), TraceOptions())
+        got.update(((name, s), t) for s, t in zip(shapes, traces))
+    # Each distinct view of a trace (depth, collapse, filter) is made once; documents share it.
+    shown: dict[tuple, dict] = {}
     got_docs = []
-    for i, (doc, _) in enumerate(plan):
+    for (doc, _), key in zip(plan, keys):
         pattern = doc.get("filter")
-        with time_bound(FILTER_SECONDS if pattern else None, f"{str(golden)!r}: its filter {pattern!r}"):
-            shown = report(
-                got[i],
-                depth=doc.get("depth", Depth.BLOCK),
-                collapse=bool(doc.get("collapsed")),
-                filter=pattern,
-            )
-        got_docs.append(shown.to_dict())
+        view = (*key, str(doc.get("depth", Depth.BLOCK)), bool(doc.get("collapsed")), pattern)
+        if view not in shown:
+            with time_bound(FILTER_SECONDS if pattern else None, f"{str(golden)!r}: its filter {pattern!r}"):
+                shown[view] = report(
+                    got[key],
+                    depth=doc.get("depth", Depth.BLOCK),
+                    collapse=bool(doc.get("collapsed")),
+                    filter=pattern,
+                ).to_dict()
+        got_docs.append(shown[view])
     return Differences(expected=str(golden), got="this trace", differences=tuple(compare_all(docs, got_docs)))
 
 
@@ -91,7 +109,7 @@ def time_bound(seconds: float | None, what: str) -> Iterator[None]:
 
     A ``SIGALRM`` timer: Python's ``re`` checks for signals while it backtracks, so even a
     catastrophic match stops. Only where there is one to set (POSIX, the main thread, no timer
-    already running); elsewhere the work runs unbounded, and :func:`~resnet_trace.diffing.filter_problem`
+    already running); elsewhere the work runs unbounded, and :func:`~resnet_trace.goldenfile.filter_problem`
     has refused the patterns that backtrack without end.
     """
     usable = (

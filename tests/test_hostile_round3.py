@@ -52,6 +52,7 @@ from hostile_round3_corpus import (
 )
 from test_variants import parse_dot, parse_mermaid
 from typer.testing import CliRunner
+from waiting import wait_for_file
 
 from resnet_trace.printable import visible
 
@@ -397,7 +398,8 @@ def test_ctrl_c_during_a_slow_model_import_is_130_and_one_line(tmp_path):
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
-        time.sleep(6)  # past the imports of torch and Typer, inside the model's 30 s import
+        # past the imports of torch and Typer, inside the model's 30 s import: it says so
+        wait_for_file(model.with_name("importing"), proc)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -601,7 +603,7 @@ def test_the_relaxed_schema_check_agrees_with_the_full_one(good_doc):
     jsonschema = pytest.importorskip("jsonschema")
     from importlib.resources import files
 
-    from resnet_trace.diffing import _schema_problem
+    from resnet_trace.goldenfile import _schema_problem
 
     schema = json.loads(files("resnet_trace").joinpath("schema.json").read_text(encoding="utf-8"))
     plain = jsonschema.validators.validator_for(schema)(schema)

@@ -37,6 +37,11 @@ def fmt_value(value: object) -> str:
     return str(value) if not isinstance(value, (list, dict)) else json_cell(value)
 
 
+#: The table format shows at most this many differences (Rich lays out every row it is given), then
+#: a line saying how many more; json, jsonl, csv and markdown list every one (docs/cli.md#diff).
+MAX_TABLE_ROWS = 1_000
+
+
 def render_differences(
     diffs: Sequence[Difference],
     fmt: Format,
@@ -49,6 +54,9 @@ def render_differences(
     if fmt in (Format.JSON, Format.JSONL):  # jsonl, as everywhere: the document compact on one line
         return dumps(differences_dict(diffs, expected, got), indent=2 if fmt == Format.JSON else None)
     # A golden's names, values and paths are data: shown by their escapes, never as terminal codes.
+    total = len(diffs)
+    if fmt not in (Format.CSV, Format.MARKDOWN):  # the table: only the rows it shows
+        diffs = diffs[:MAX_TABLE_ROWS]
     diffs, expected, got = printable(list(diffs)), visible(expected), visible(got)
     if fmt == Format.CSV:
         return csv_text(
@@ -72,7 +80,7 @@ def render_differences(
         console.print(Text(f"no differences: {got} matches {expected}"))
     else:
         table = Table(
-            title=f"{len(diffs)} difference(s): expected {expected}, got {got}",
+            title=f"{total} difference(s): expected {expected}, got {got}",
             box=box.SIMPLE_HEAD,
             title_justify="left",
             pad_edge=False,
@@ -82,4 +90,11 @@ def render_differences(
         for d in diffs:
             table.add_row(d.row, d.field, fmt_value(d.expected), fmt_value(d.got))
         console.print(table)
+        if total > len(diffs):
+            console.print(
+                Text(
+                    f"... and {total - len(diffs):,} more difference(s), not shown: the table stops at "
+                    f"{MAX_TABLE_ROWS:,} rows; --format json, jsonl or csv lists every one"
+                )
+            )
     return console_text(console)
