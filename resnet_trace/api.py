@@ -311,12 +311,16 @@ def tree(
     input_shape: Sequence[int] | None = None,
 ) -> ModuleTree:
     """The module tree with parameter counts, marked with what ran in a shape-only trace."""
+    choice = ModelChoice(model_ref, base_dim, num_classes, variant, head, model_args or {}, block)
+    return choice_tree(choice, input_shape)
+
+
+def choice_tree(choice: ModelChoice, input_shape: Any = None) -> ModuleTree:
+    """:func:`tree` of a :class:`~resnet_trace.choice.ModelChoice` (``resnet-trace tree`` calls it)."""
+    from resnet_trace.feed import as_call, plain_shape
     from resnet_trace.tracer import tree_of
 
-    choice = ModelChoice(model_ref, base_dim, num_classes, variant, head, model_args or {}, block)
     target = build(choice)
-    from resnet_trace.feed import as_call, plain_shape
-
     call = as_call(tuple(input_shape)) if input_shape else default_call(target)
     plain = plain_shape(call)
     if plain is not None:

@@ -198,17 +198,6 @@ def integer(field: str, value: object, *, low: int = 1) -> int:
     return value
 
 
-def positive(name: str, value: int, maximum: int | None = None) -> int:
-    """``value`` of ``name`` if it is 1 or more (and at most its limit), else a UsageError."""
-    field = name.lstrip("-").replace("-", "_")
-    if maximum is not None:
-        LIMITS.setdefault(field, maximum)
-    try:
-        return integer(field, value)
-    except (InvalidValue, InvalidType) as exc:
-        raise UsageError(str(exc).replace(field, name, 1)) from None
-
-
 def check_shape(shape: object) -> tuple[int, int, int, int]:
     """An API input shape: four positive ints within the CLI's limits (no silent truncation)."""
     if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__"):

@@ -21,41 +21,33 @@ from resnet_trace.cli.errors import OneLineErrors, record_debug
 from resnet_trace.cli.files import check_outputs, model_file, write_output
 from resnet_trace.cli.options import (
     BaseDim,
-    BlockOpt,
     BudgetOpt,
     CheckpointOpt,
-    CollapseOpt,
-    DepthOpt,
-    FilterOpt,
     FormatOpt,
     GpusOpt,
     HeadOpt,
     Inputs,
-    ModelArgs,
-    ModelOpt,
+    ModelFlags,
     NumClasses,
     OptimizerOpt,
     Output,
+    OutputFlags,
     PrecisionOpt,
+    RowFlags,
     ShardOpt,
-    SkipOpt,
-    SvgOpt,
     TrainableOpt,
     TrainOpt,
-    VariantOpt,
-    bounded,
     budget_bytes,
     check_filter,
     input_calls,
-    model_choice,
     one_shape,
-    opt_positive,
     progress,
+    with_groups,
 )
 from resnet_trace.cli.output import emit_differences, finish, reports_of, stopped
 from resnet_trace.cli.streams import _color, _say
 from resnet_trace.errors import ExitCode
-from resnet_trace.layout import BASE_DIM
+from resnet_trace.layout import BASE_DIM, NUM_CLASSES
 from resnet_trace.records import (
     Depth,
     Device,
@@ -68,7 +60,7 @@ from resnet_trace.records import (
     Shard,
     Variant,
 )
-from resnet_trace.spec import positive
+from resnet_trace.spec import LIMITS, MAX_BASE_DIM, MAX_NUM_CLASSES
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 success; 1 check/diff found differences; 2 usage error (bad option or shape, "
@@ -121,22 +113,13 @@ def _root(
 
 
 @app.command(epilog=EXIT_CODES_HELP)
+@with_groups
 def summary(
-    base_dim: BaseDim = None,
-    num_classes: NumClasses = None,
+    *,
+    which: ModelFlags,
     input: Inputs = None,
-    format: FormatOpt = Format.TABLE,
-    output: Output = None,
-    variant: VariantOpt = Variant.SEED,
-    head: HeadOpt = Head.AVGPOOL7,
-    depth: DepthOpt = Depth.BLOCK,
-    collapse: CollapseOpt = False,
-    filter: FilterOpt = None,
-    model: ModelOpt = None,
-    model_arg: ModelArgs = None,
-    block: BlockOpt = None,
-    skip: SkipOpt = None,
-    svg: SvgOpt = None,
+    out: OutputFlags,
+    rows: RowFlags,
     train: TrainOpt = False,
     optimizer: OptimizerOpt = Optimizer.ADAM,
     budget: BudgetOpt = None,
@@ -148,32 +131,30 @@ def summary(
     debug: DebugOpt = False,
 ) -> int:
     """Shapes, params, MACs and skip paths per block, without weights or activations (meta device)."""
-    check_outputs({"--output": output, "--svg": svg}, {"--model": model_file(model)})
-    check_filter(filter)
+    check_outputs({"--output": out.output, "--svg": out.svg}, {"--model": model_file(which.model)})
+    check_filter(rows.filter)
     from resnet_trace.choice import TraceOptions
     from resnet_trace.pipeline import trace_inputs
 
-    traces = trace_inputs(
-        model_choice(model, model_arg, base_dim, num_classes, variant, head, block, skip),
-        input_calls(input, model),
-        TraceOptions(
-            train=train or budget is not None,
-            optimizer=optimizer,
-            budget=budget_bytes(budget),
-            precision=precision,
-            checkpoint=checkpoint,
-            trainable=trainable,
-            gpus=gpus,
-            shard=shard,
-        ),
+    options = TraceOptions(
+        train=train or budget is not None,
+        optimizer=optimizer,
+        budget=budget_bytes(budget),
+        precision=precision,
+        checkpoint=checkpoint,
+        trainable=trainable,
+        gpus=gpus,
+        shard=shard,
     )
-    return finish(traces, reports_of(traces, depth, collapse, filter), format, output, svg)
+    traces = trace_inputs(which.choice(), input_calls(input, which.model), options)
+    return finish(traces, reports_of(traces, rows), out)
 
 
 @app.command(epilog=EXIT_CODES_HELP)
+@with_groups
 def run(
-    base_dim: BaseDim = None,
-    num_classes: NumClasses = None,
+    *,
+    which: ModelFlags,
     input: Inputs = None,
     input_file: Annotated[
         Path | None,
@@ -190,27 +171,30 @@ def run(
             "--weights", help="A checkpoint saved from the seed's code or this tool (loaded weights-only)."
         ),
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seeds the initialisation and the random input.")] = 0,
+    seed: Annotated[
+        int,
+        typer.Option(
+            "--seed", min=0, max=LIMITS["seed"], help="Seeds the initialisation and the random input."
+        ),
+    ] = 0,
     repeat: Annotated[
-        int, typer.Option("--repeat", help="Timed forwards after one warm-up; per-block medians.")
+        int,
+        typer.Option(
+            "--repeat",
+            min=1,
+            max=LIMITS["repeat"],
+            help="Timed forwards after one warm-up; per-block medians.",
+        ),
     ] = 1,
-    top_k: Annotated[int, typer.Option("--top-k", help="Classes to show per sample.")] = 5,
+    top_k: Annotated[
+        int, typer.Option("--top-k", min=1, max=LIMITS["top_k"], help="Classes to show per sample.")
+    ] = 5,
     device: Annotated[
         Device, typer.Option("--device", help="Where to run; auto picks cuda when present.")
     ] = Device.CPU,
     dtype: Annotated[DType, typer.Option("--dtype", help="Parameter and input dtype.")] = DType.FLOAT32,
-    format: FormatOpt = Format.TABLE,
-    output: Output = None,
-    variant: VariantOpt = Variant.SEED,
-    head: HeadOpt = Head.AVGPOOL7,
-    depth: DepthOpt = Depth.BLOCK,
-    collapse: CollapseOpt = False,
-    filter: FilterOpt = None,
-    model: ModelOpt = None,
-    model_arg: ModelArgs = None,
-    block: BlockOpt = None,
-    skip: SkipOpt = None,
-    svg: SvgOpt = None,
+    out: OutputFlags,
+    rows: RowFlags,
     backward: Annotated[
         bool,
         typer.Option(
@@ -219,26 +203,25 @@ def run(
             "measured and predicted peak memory.",
         ),
     ] = False,
-    target: Annotated[int, typer.Option("--target", help="The class of the --backward loss.")] = 0,
+    target: Annotated[
+        int, typer.Option("--target", min=0, max=LIMITS["target"], help="The class of the --backward loss.")
+    ] = 0,
     gpus: GpusOpt = 1,
     shard: ShardOpt = Shard.NONE,
     debug: DebugOpt = False,
 ) -> int:
     """A real forward (eval, no_grad) with per-block time and activation statistics, logits and top-k."""
     check_outputs(
-        {"--output": output, "--svg": svg},
-        {"--input-file": input_file, "--weights": weights, "--model": model_file(model)},
+        {"--output": out.output, "--svg": out.svg},
+        {"--input-file": input_file, "--weights": weights, "--model": model_file(which.model)},
     )
-    positive("--repeat", repeat)
-    positive("--top-k", top_k)
-    bounded("--seed", seed, low=0)
-    check_filter(filter)
+    check_filter(rows.filter)
     from resnet_trace.choice import TraceOptions
     from resnet_trace.pipeline import trace_inputs
 
     if device is Device.META and (seed, repeat, top_k) != (0, 1, 5):
         _say("note: --device meta traces shapes only; --seed, --repeat and --top-k do not apply")
-    shapes = input_calls(input, model)
+    shapes = input_calls(input, which.model)
     options = TraceOptions(
         real=True,
         seed=seed,
@@ -248,26 +231,28 @@ def run(
         top_k=top_k,
         device=device,
         dtype=dtype,
-        leaves=depth is Depth.LAYER,
+        leaves=rows.depth is Depth.LAYER,
         backward=backward,
-        target_class=bounded("--target", target, low=0),
+        target_class=target,
         gpus=gpus,
         shard=shard,
     )
-    choice = model_choice(model, model_arg, base_dim, num_classes, variant, head, block, skip)
+    choice = which.choice()
     with progress(repeat * (len(shapes) if shapes else 1)) as advance:
         traces = trace_inputs(choice, shapes, options, progress=advance)
-    return finish(traces, reports_of(traces, depth, collapse, filter), format, output, svg)
+    return finish(traces, reports_of(traces, rows), out)
 
 
 @app.command(epilog=EXIT_CODES_HELP)
 def check(
     golden: Annotated[Path, typer.Argument(help="A trace saved with --format json (or jsonl).")],
     base_dim: Annotated[
-        int | None, typer.Option("--base-dim", help="Override the recorded base_dim.")
+        int | None,
+        typer.Option("--base-dim", min=1, max=MAX_BASE_DIM, help="Override the recorded base_dim."),
     ] = None,
     num_classes: Annotated[
-        int | None, typer.Option("--num-classes", help="Override the recorded num_classes.")
+        int | None,
+        typer.Option("--num-classes", min=1, max=MAX_NUM_CLASSES, help="Override the recorded num_classes."),
     ] = None,
     input: Annotated[
         list[str] | None, typer.Option("--input", "-i", help="Override the recorded input(s).")
@@ -290,8 +275,8 @@ def check(
 
     result = check_golden(
         golden,
-        base_dim=opt_positive("--base-dim", base_dim),
-        num_classes=opt_positive("--num-classes", num_classes),
+        base_dim=base_dim,
+        num_classes=num_classes,
         inputs=input_calls(input, model),
         variant=variant,
         head=head,
@@ -327,14 +312,14 @@ def schema(output: Output = None) -> int:
 
 
 @app.command(epilog=EXIT_CODES_HELP)
+@with_groups
 def compare(
+    *,
     base_dim: BaseDim = None,
     num_classes: NumClasses = None,
     input: Annotated[str, typer.Option("--input", "-i", help="Input shape NxCxHxW.")] = "1x3x224x224",
     head: HeadOpt = Head.AVGPOOL7,
-    format: FormatOpt = Format.TABLE,
-    output: Output = None,
-    svg: SvgOpt = None,
+    out: OutputFlags,
     train: Annotated[
         bool,
         typer.Option(
@@ -344,9 +329,15 @@ def compare(
         ),
     ] = False,
     seed: Annotated[
-        int, typer.Option("--seed", help="With --train: seeds both variants' initialisation.")
+        int,
+        typer.Option(
+            "--seed", min=0, max=LIMITS["seed"], help="With --train: seeds both variants' initialisation."
+        ),
     ] = 0,
-    target: Annotated[int, typer.Option("--target", help="With --train: the class of the loss.")] = 0,
+    target: Annotated[
+        int,
+        typer.Option("--target", min=0, max=LIMITS["target"], help="With --train: the class of the loss."),
+    ] = 0,
     debug: DebugOpt = False,
 ) -> int:
     """The seed beside its fixed variant: per block skip path, params and MACs, and the difference."""
@@ -354,93 +345,69 @@ def compare(
     from resnet_trace.render.compare import compare_renderables, render_compare
 
     shape = one_shape(input)
-    check_outputs({"--output": output, "--svg": svg})
+    check_outputs({"--output": out.output, "--svg": out.svg})
     result = compare_variants(
-        base_dim=positive("--base-dim", BASE_DIM if base_dim is None else base_dim),
-        num_classes=positive("--num-classes", 2 if num_classes is None else num_classes),
+        base_dim=BASE_DIM if base_dim is None else base_dim,
+        num_classes=NUM_CLASSES if num_classes is None else num_classes,
         input_shape=shape,
         head=head,
         train=train,
-        seed=bounded("--seed", seed, low=0),
-        target=bounded("--target", target, low=0),
+        seed=seed,
+        target=target,
     )
-    color, width = _color(output)
-    write_output(render_compare(result.seed, result.fixed, format, color=color, width=width), output)
-    if svg is not None:
+    color, width = _color(out.output)
+    write_output(render_compare(result.seed, result.fixed, out.format, color=color, width=width), out.output)
+    if out.svg is not None:
         from resnet_trace.render.table import svg_of
 
-        write_output(svg_of(compare_renderables(result.seed, result.fixed)), svg, "--svg")
+        write_output(svg_of(compare_renderables(result.seed, result.fixed)), out.svg, "--svg")
     return stopped([(result.seed.input_shape, result.seed.error)])
 
 
 @app.command(epilog=EXIT_CODES_HELP)
+@with_groups
 def graph(
-    base_dim: BaseDim = None,
-    num_classes: NumClasses = None,
+    *,
+    which: ModelFlags,
     input: Annotated[
         str | None, typer.Option("--input", "-i", help="Input shape NxCxHxW (default 1xCx224x224).")
     ] = None,
     format: Annotated[
         GraphFormat, typer.Option("--format", "-f", help="mermaid (renders on GitHub) or dot (Graphviz).")
     ] = GraphFormat.MERMAID,
-    variant: VariantOpt = Variant.SEED,
-    head: HeadOpt = Head.AVGPOOL7,
     output: Output = None,
-    model: ModelOpt = None,
-    model_arg: ModelArgs = None,
-    block: BlockOpt = None,
-    skip: SkipOpt = None,
     debug: DebugOpt = False,
 ) -> int:
     """The block chain as Mermaid or DOT text: each skip path its own labelled edge, stages as subgraphs."""
-    check_outputs({"--output": output}, {"--model": model_file(model)})
+    check_outputs({"--output": output}, {"--model": model_file(which.model)})
     from resnet_trace.choice import TraceOptions
     from resnet_trace.pipeline import trace_inputs
     from resnet_trace.render.graph import render_graph
 
-    (t,) = trace_inputs(
-        model_choice(model, model_arg, base_dim, num_classes, variant, head, block, skip),
-        [one_shape(input, model)] if input else None,
-        TraceOptions(),
-    )
+    (t,) = trace_inputs(which.choice(), [one_shape(input, which.model)] if input else None, TraceOptions())
     write_output(render_graph(t, format), output)
     return stopped([(t.input_shape, t.error)])
 
 
 @app.command(epilog=EXIT_CODES_HELP)
+@with_groups
 def tree(
-    base_dim: BaseDim = None,
-    num_classes: NumClasses = None,
+    *,
+    which: ModelFlags,
     input: Annotated[
         str | None, typer.Option("--input", "-i", help="Input shape of the trace that marks what ran.")
     ] = None,
-    variant: VariantOpt = Variant.SEED,
-    head: HeadOpt = Head.AVGPOOL7,
     format: Annotated[
         TreeFormat, typer.Option("--format", "-f", help="table (a Rich tree) or json.")
     ] = TreeFormat.TABLE,
     output: Output = None,
-    model: ModelOpt = None,
-    model_arg: ModelArgs = None,
-    block: BlockOpt = None,
-    skip: SkipOpt = None,
     debug: DebugOpt = False,
 ) -> int:
     """The module tree with parameter counts, marking the modules that never run in a trace."""
-    check_outputs({"--output": output}, {"--model": model_file(model)})
-    from resnet_trace.api import tree as module_tree
-    from resnet_trace.usermodel import parse_model_args
+    check_outputs({"--output": output}, {"--model": model_file(which.model)})
+    from resnet_trace.api import choice_tree
 
-    result = module_tree(
-        model_ref=model,
-        base_dim=opt_positive("--base-dim", base_dim),
-        num_classes=opt_positive("--num-classes", num_classes),
-        variant=variant,
-        head=head,
-        model_args=parse_model_args(model_arg),
-        block=block,
-        input_shape=one_shape(input, model) if input else None,
-    )
+    result = choice_tree(which.choice(), one_shape(input, which.model) if input else None)
     if format is TreeFormat.JSON:
         write_output(result.to_json(), output)
     else:

@@ -1,15 +1,23 @@
 """The commands' shared options and the checks of their values, defined once for every command.
 
-Each option is an ``Annotated`` type that Typer reads; each check turns a flag's value into
-what the library takes (a :class:`~resnet_trace.choice.ModelChoice`, a size in bytes) or
-refuses it in one line naming the flag.
+Each option is an ``Annotated`` type that Typer reads, its bounds as Typer's ``min``/``max``
+(one usage line naming the flag). Options that travel together are a group, a frozen record
+whose fields are the options (:class:`ModelFlags`, :class:`OutputFlags`, :class:`RowFlags`):
+a command names the group once and :func:`with_groups` spreads it into the command's flags, as
+sqlite-utils' ``output_options`` does. Each check turns a flag's value into what the library
+takes (a :class:`~resnet_trace.choice.ModelChoice`, a size in bytes) or refuses it in one line.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_type_hints
 
 import typer
 
@@ -17,13 +25,15 @@ from resnet_trace.cli.files import output_path
 from resnet_trace.errors import UsageError
 from resnet_trace.layout import BASE_DIM, NUM_CLASSES
 from resnet_trace.records import Depth, Format, Head, Optimizer, Precision, Shard, Variant
-from resnet_trace.spec import expand_inputs, positive
+from resnet_trace.spec import LIMITS, MAX_BASE_DIM, MAX_NUM_CLASSES, expand_inputs
 
 # -- shared options (defined once) ------------------------------------------------
 BaseDim = Annotated[
     int | None,
     typer.Option(
         "--base-dim",
+        min=1,
+        max=MAX_BASE_DIM,
         help=f"Width of the stem; stages use 1-32x this (default {BASE_DIM}). Passed to --model only when given.",
     ),
 ]
@@ -31,6 +41,8 @@ NumClasses = Annotated[
     int | None,
     typer.Option(
         "--num-classes",
+        min=1,
+        max=MAX_NUM_CLASSES,
         help=f"Outputs of fc_layer (default {NUM_CLASSES}). Passed to --model only when given.",
     ),
 ]
@@ -155,7 +167,7 @@ GpusOpt = Annotated[
     typer.Option(
         "--gpus",
         min=1,
-        max=2**20,
+        max=LIMITS["gpus"],
         help="With --train: the step is data-parallel over N devices; figures per device, the batch "
         "of --input per device.",
     ),
@@ -199,49 +211,10 @@ def one_shape(value: str, model: str | None = None) -> Any:
     return calls[0]
 
 
-def model_choice(
-    model: str | None,
-    model_arg: list[str] | None,
-    base_dim: int | None,
-    num_classes: int | None,
-    variant: Variant,
-    head: Head,
-    block: str | None,
-    skip: str | None,
-) -> Any:
-    """The model the flags name (typer has checked each flag's words; ranges are checked here)."""
-    from resnet_trace.choice import ModelChoice
-    from resnet_trace.usermodel import parse_model_args
-
-    return ModelChoice(
-        model=model,
-        base_dim=opt_positive("--base-dim", base_dim),
-        num_classes=opt_positive("--num-classes", num_classes),
-        variant=variant,
-        head=head,
-        args=parse_model_args(model_arg),
-        block=None if block is None else tuple(b.strip() for b in block.split(",") if b.strip()) or None,
-        skip=skip_names(skip),
-    )
-
-
 def budget_bytes(budget: str | None) -> int | None:
     from resnet_trace.memory import parse_budget
 
     return None if budget is None else parse_budget(budget)
-
-
-def bounded(name: str, value: int, *, low: int) -> int:
-    from resnet_trace.spec import LIMITS
-
-    top = LIMITS[name.lstrip("-").replace("-", "_")]
-    if not low <= value <= top:
-        raise UsageError(f"{name} must be in {low}..{top:,}, not {value}")
-    return value
-
-
-def opt_positive(name: str, value: int | None) -> int | None:
-    return None if value is None else positive(name, value)
 
 
 def check_filter(pattern: str | None) -> None:
@@ -249,6 +222,86 @@ def check_filter(pattern: str | None) -> None:
         from resnet_trace.views import filter_rows
 
         filter_rows((), pattern)  # validate the regex before any work
+
+
+# -- groups: options that travel together -------------------------------------------
+@dataclass(frozen=True)
+class ModelFlags:
+    """The flags that choose the model (``summary``, ``run``, ``graph``, ``tree``)."""
+
+    base_dim: BaseDim = None
+    num_classes: NumClasses = None
+    variant: VariantOpt = Variant.SEED
+    head: HeadOpt = Head.AVGPOOL7
+    model: ModelOpt = None
+    model_arg: ModelArgs = None
+    block: BlockOpt = None
+    skip: SkipOpt = None
+
+    def choice(self) -> Any:
+        """The :class:`~resnet_trace.choice.ModelChoice` the flags name."""
+        from resnet_trace.choice import ModelChoice
+        from resnet_trace.usermodel import parse_model_args
+
+        block = self.block
+        return ModelChoice(
+            model=self.model,
+            base_dim=self.base_dim,
+            num_classes=self.num_classes,
+            variant=self.variant,
+            head=self.head,
+            args=parse_model_args(self.model_arg),
+            block=None if block is None else tuple(b.strip() for b in block.split(",") if b.strip()) or None,
+            skip=skip_names(self.skip),
+        )
+
+
+@dataclass(frozen=True)
+class OutputFlags:
+    """Where a table or document goes: ``--format``, ``-o`` and ``--svg``."""
+
+    format: FormatOpt = Format.TABLE
+    output: Output = None
+    svg: SvgOpt = None
+
+
+@dataclass(frozen=True)
+class RowFlags:
+    """Which rows a trace shows: ``--depth``, ``--collapse``, ``--filter``."""
+
+    depth: DepthOpt = Depth.BLOCK
+    collapse: CollapseOpt = False
+    filter: FilterOpt = None
+
+
+def with_groups(command: Callable[..., int]) -> Callable[..., int]:
+    """``command`` as Typer reads it: each parameter whose type is a group (a dataclass of options)
+    spread into the group's options, in place; each call gathers them back into the group."""
+    hints = get_type_hints(command, include_extras=True)
+    params: list[inspect.Parameter] = []
+    groups: dict[str, tuple[type, list[str]]] = {}
+    for p in inspect.signature(command).parameters.values():
+        kind = hints[p.name]
+        if not (isinstance(kind, type) and dataclasses.is_dataclass(kind)):
+            params.append(p.replace(kind=p.KEYWORD_ONLY, annotation=kind))
+            continue
+        options = get_type_hints(kind, include_extras=True)
+        fields = dataclasses.fields(kind)
+        groups[p.name] = (kind, [f.name for f in fields])
+        params += [
+            inspect.Parameter(f.name, p.KEYWORD_ONLY, annotation=options[f.name], default=f.default)
+            for f in fields
+        ]
+
+    @functools.wraps(command)
+    def gathered(**flags: Any) -> int:
+        for name, (kind, fields) in groups.items():
+            flags[name] = kind(**{f: flags.pop(f) for f in fields})
+        return command(**flags)
+
+    gathered.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    gathered.__annotations__ = {p.name: p.annotation for p in params}
+    return gathered
 
 
 class progress:

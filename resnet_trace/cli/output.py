@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resnet_trace.cli.files import write_output
 from resnet_trace.cli.streams import _color, _say
 from resnet_trace.errors import ExitCode, UsageError
-from resnet_trace.records import Depth, Format, Report
+from resnet_trace.records import Format, Report
+
+if TYPE_CHECKING:  # the groups' types only: options sits above output
+    from resnet_trace.cli.options import OutputFlags, RowFlags
 
 
 def render(reports: list[Report], fmt: Format, output: Path | None) -> str:
@@ -41,13 +44,16 @@ def save_svg(reports: list[Report], svg: Path | None) -> None:
         write_output(render_svg(reports), svg, "--svg")
 
 
-def reports_of(traces: list, depth: Depth, collapse: bool, pattern: str | None) -> list[Report]:
+def reports_of(traces: list, rows: RowFlags) -> list[Report]:
+    """Each trace's rows as ``--depth``, ``--collapse`` and ``--filter`` choose them."""
     from resnet_trace.goldens import report
 
-    return [report(t, depth=depth, collapse=collapse, filter=pattern) for t in traces]
+    return [report(t, depth=rows.depth, collapse=rows.collapse, filter=rows.filter) for t in traces]
 
 
-def finish(traces: list, reports: list[Report], fmt: Format, output: Path | None, svg: Path | None) -> int:
+def finish(traces: list, reports: list[Report], out: OutputFlags) -> int:
+    """Notes on stderr, the reports in ``--format`` to stdout or ``-o`` (and ``--svg``), the exit code."""
+    fmt = out.format
     if reports and reports[0].filter and not any(r.rows for r in reports):
         raise UsageError(f"--filter {reports[0].filter!r} matches no row")
     for note in dict.fromkeys(n for t in traces for n in t.notes):
@@ -63,8 +69,8 @@ def finish(traces: list, reports: list[Report], fmt: Format, output: Path | None
             "the outermost modules that join their own input stream: a residual add or a concatenation",
         )
         _say(f"note: blocks are {m.block or 'none found'} ({how}; set --block)")
-    write_output(render(reports, fmt, output), output)
-    save_svg(reports, svg)
+    write_output(render(reports, fmt, out.output), out.output)
+    save_svg(reports, out.svg)
     return stopped([(t.input_shape, t.error) for t in traces])
 
 
