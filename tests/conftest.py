@@ -39,6 +39,12 @@ def cli() -> Cli:
 
 
 @pytest.fixture(scope="session")
+def session_cli() -> Cli:
+    """The same driver for module- and session-scoped fixtures: an expensive run shared by tests."""
+    return Cli()
+
+
+@pytest.fixture(scope="session")
 def seed_module():
     """The seed's own code, executed from the code review (the spec we must match)."""
     if not SEED_FILE.exists():

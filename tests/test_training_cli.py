@@ -67,8 +67,8 @@ def test_a_bad_budget_is_one_usage_line(cli, text):
 
 
 def test_run_backward_gradient_norms_match_a_direct_computation(cli):
-    doc = cli.json("run", "--base-dim", "8", "-i", "2x3x224x224", "--backward", "--target", "1")
-    model = _seed(8)
+    doc = cli.json("run", "--base-dim", "4", "-i", "2x3x224x224", "--backward", "--target", "1")
+    model = _seed(4)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn((2, 3, 224, 224), generator=gen)
     blocks = [r for r in doc["rows"] if r["kind"] == "block"]
@@ -86,25 +86,32 @@ def test_run_backward_refuses_a_class_the_model_does_not_have(cli):
     assert "target" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_compare_train_puts_both_variants_side_by_side(cli):
-    doc = cli.json("compare", "--train", "--base-dim", "4", "-i", "1x3x224x224")
-    text = cli("compare", "--train", "--base-dim", "4", "-i", "1x3x224x224").stdout
+COMPARE_TRAIN = ("compare", "--train", "--base-dim", "2", "-i", "1x3x224x224")
+
+
+@pytest.fixture(scope="module")
+def compare_train_doc(session_cli) -> dict:
+    """compare --train's JSON, computed once (two forwards and two backwards) for the tests below."""
+    return session_cli.json(*COMPARE_TRAIN)
+
+
+def test_compare_train_puts_both_variants_side_by_side(cli, compare_train_doc):
+    doc = compare_train_doc
+    text = cli(*COMPARE_TRAIN).stdout
     assert "saved" in text
     first = next(r for r in doc["rows"] if r["name"] == "layer_2.0")
-    seed_truth = saved_truth(_seed(4).train(), torch.randn(1, 3, 224, 224))
-    fixed_truth = saved_truth(_seed(4, variant="fixed").train(), torch.randn(1, 3, 224, 224))
+    seed_truth = saved_truth(_seed(2).train(), torch.randn(1, 3, 224, 224))
+    fixed_truth = saved_truth(_seed(2, variant="fixed").train(), torch.randn(1, 3, 224, 224))
     assert first["seed"]["saved_bytes"] == seed_truth.per_call[("layer_2.0", 1)]
     assert first["fixed"]["saved_bytes"] == fixed_truth.per_call[("layer_2.0", 1)]
     assert first["seed"]["grad_norm"] > 0 and first["fixed"]["grad_norm"] > 0
 
 
-def test_compare_train_markdown_has_the_training_columns(cli):
+def test_compare_train_markdown_has_the_training_columns(cli, compare_train_doc):
     from formats import md_tables
 
-    doc = cli.json("compare", "--train", "--base-dim", "2", "-i", "1x3x224x224")
-    (table,) = md_tables(
-        cli("compare", "--train", "--base-dim", "2", "-i", "1x3x224x224", "-f", "markdown").stdout
-    )
+    doc = compare_train_doc  # the same step (--seed 0): the Markdown must show its numbers
+    (table,) = md_tables(cli(*COMPARE_TRAIN, "-f", "markdown").stdout)
     header = table[0]
     assert header[-4:] == ["saved: seed", "saved: fixed", "‖dL/dout‖: seed", "‖dL/dout‖: fixed"]
     first = next(r for r in table[2:] if r[0] == "layer_2.0")
