@@ -141,16 +141,17 @@ def _array(text: str, path: Path) -> list[object] | None:
     docs: list[object] = []
     pos = _skip(text, pos + 1)
     try:
-        while not text.startswith("]", pos):
-            if docs:
-                if not text.startswith(",", pos):
-                    return None
-                pos = _skip(text, pos + 1)
+        while not (text.startswith("]", pos) and not docs):  # "[]", or a value after "[" or ","
             if len(docs) == MAX_DOCUMENTS:
                 raise _too_many(path)
             doc, end = _DECODER.raw_decode(text, pos)
             docs.append(seen.setdefault(text[pos:end], doc))
             pos = _skip(text, end)
+            if text.startswith("]", pos):
+                break
+            if not text.startswith(",", pos):
+                return None
+            pos = _skip(text, pos + 1)
     except (ValueError, RecursionError):  # JSONDecodeError, _OutOfRange, a number too long to convert
         return None
     return docs if _skip(text, pos + 1) == len(text) else None

@@ -196,3 +196,28 @@ def test_a_table_within_the_bound_is_as_it_always_was(cli, tmp_path):
     out = cli("diff", a, b, code=1).stdout
     assert out.startswith("3 difference(s)") and "more difference(s)" not in out
     assert len([line for line in out.splitlines() if re.match(r"^\s*r\d+\s+macs\s", line)]) == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("[{DOC},]", "is not JSON"),
+        ("[{DOC} {DOC}]", "is not JSON"),
+        ("[{DOC}]]", "is not JSON"),
+        ("[{DOC}, NaN]", "holds NaN"),
+        ("[]", "holds no trace"),
+    ],
+    ids=["trailing-comma", "no-comma", "extra-bracket", "nan", "empty"],
+)
+def test_an_array_read_one_document_at_a_time_refuses_what_json_refuses(cli, tmp_path, text, says):
+    doc = json.dumps(small_doc(224))[1:-1]
+    golden = tmp_path / "g.json"
+    golden.write_text(text.replace("{DOC}", "{" + doc + "}"), encoding="utf-8")
+    assert says in one_line(cli("check", golden, code=2))
+
+
+def test_an_array_with_spaces_and_repeats_reads_as_json_does(cli, tmp_path):
+    text = " [\n " + ",\n\t".join(json.dumps(small_doc(h)) for h in (200, 224, 200)) + " \r\n] \n"
+    golden = tmp_path / "g.json"
+    golden.write_text(text, encoding="utf-8")
+    assert json.loads(cli("check", golden, "--format", "json").stdout)["differences"] == []
