@@ -34,6 +34,33 @@ class ModelFailed(TraceToolError):
     exit_code = ExitCode.MODEL_REJECTED
 
 
+class OutOfMemory(UsageError):
+    """An allocation failed while the tool ran a real forward (or built its model, or its input):
+    exit 2 in our words, never the model's failure."""
+
+    worded: bool = False  # the message already says what the guard expected
+
+
+#: What torch's allocators say when they cannot allocate (CPU: DefaultCPUAllocator, CUDA, MPS).
+_ALLOCATION_WORDS = ("can't allocate memory", "DefaultCPUAllocator", "out of memory", "Out of memory")
+
+
+def is_out_of_memory(exc: BaseException | None) -> bool:
+    """``exc`` (or what it was raised from) is an allocation failure: ``MemoryError``,
+    ``torch.OutOfMemoryError``, or a ``RuntimeError`` of an allocator that could not allocate."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (MemoryError, OutOfMemory)):
+            return True
+        if any(c.__name__ == "OutOfMemoryError" for c in type(exc).__mro__):
+            return True
+        if isinstance(exc, RuntimeError) and any(w in message_of(exc, 1000) for w in _ALLOCATION_WORDS):
+            return True
+        exc = exc.__cause__
+    return False
+
+
 def message_of(exc: BaseException, limit: int = 300) -> str:
     """The first line of ``str(exc)``, at most ``limit`` characters, for any exception: one whose
     ``__str__`` raises or returns something other than a string is described instead of read."""

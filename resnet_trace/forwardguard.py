@@ -4,16 +4,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 
+from resnet_trace.errors import OutOfMemory, is_out_of_memory, message_of
 from resnet_trace.feed import Call, as_call, plain_shape
 from resnet_trace.inputs import spec_text
 from resnet_trace.prepare import on_meta
 from resnet_trace.records import Device, Shape, Trace, shape_text
 from resnet_trace.target import Target
 from resnet_trace.tracer import shape_only
+from resnet_trace.units import human
 
 
 def device_memory(device: str) -> int | None:
@@ -52,12 +56,39 @@ def guard_forward(
     else:
         largest = 0
     assert params is not None  # every target records its parameter count when it is built
-    what = f"run {spec_text(call) if plain is None else shape_text(plain)}"
-    if target.info.base_dim is not None:
-        what += f" at base_dim {target.info.base_dim}"
     return guard(
         estimate_bytes(params, (sum(math.prod(t.shape) for t in call),), largest, element_size),
-        what,
+        forward_words(target, call),
         available=available,
         where="memory" if device == Device.CPU else f"{device} memory",
     )
+
+
+def forward_words(target: Target, shape: Shape | Call) -> str:
+    """A real forward in words: ``run 8x3x224x224 at base_dim 64``."""
+    call = as_call(shape)
+    plain = plain_shape(call)
+    what = f"run {spec_text(call) if plain is None else shape_text(plain)}"
+    if target.info.base_dim is not None:
+        what += f" at base_dim {target.info.base_dim}"
+    return what
+
+
+@contextlib.contextmanager
+def out_of_memory_said(what: str, need: int) -> Iterator[None]:
+    """An allocation that fails inside (``MemoryError``, ``torch.OutOfMemoryError``, an allocator's
+    ``RuntimeError``) as one line of ours, exit 2: ``out of memory``, what failed and the ``need``
+    bytes the guard expected for the forward; never the model's failure."""
+    try:
+        yield
+    except BaseException as exc:
+        if getattr(exc, "worded", False) or not is_out_of_memory(exc):
+            raise
+        said = message_of(exc, 200) or type(exc).__name__
+        err = OutOfMemory(
+            f"out of memory: {what} could not allocate ({said}); the memory guard expected about "
+            f"{human(need)} for the forward; use 'resnet-trace summary', which needs no memory, "
+            "or a smaller batch"
+        )
+        err.worded = True
+        raise err from None

@@ -11,7 +11,7 @@ from torch import nn
 
 from resnet_trace.modtree import ParamIndex, param_count
 from resnet_trace.recorder import OpenRow, Recorder, row_keys
-from resnet_trace.records import ConvInfo, Depth, Kind, OutputInfo, Row, Shape, Totals
+from resnet_trace.records import ConvInfo, Depth, Kind, OutputInfo, Row, Shape, Totals, Trace
 from resnet_trace.target import Target
 
 
@@ -124,6 +124,59 @@ def freeze_rows(
             )
         )
     return tuple(rows)
+
+
+class Sharing:
+    """Equal parts of many shape-only traces held once: a sweep's deep rows repeat (a stage at
+    ``ceil(h/32)`` sees 32 heights alike), ten thousand ``-i`` flags of one shape are one trace's
+    rows ten thousand times. Values are kept by equality: a row, a shape, a name, a ``ConvInfo``, a
+    trace's rows. (Shape-only rows hold no floats, so equal values print alike.) The tables live
+    as long as the object: one per run of inputs."""
+
+    def __init__(self) -> None:
+        self._values: dict[object, object] = {}
+        self._rows: dict[Row, Row] = {}
+
+    def value(self, value: Any) -> Any:
+        """``value``, or an equal one seen before."""
+        return value if value is None else self._values.setdefault(value, value)
+
+    def row(self, row: Row) -> Row:
+        """``row``, or an equal one seen before, its parts shared."""
+        hit = self._rows.get(row)
+        if hit is None:
+            v = self.value
+            hit = dataclasses.replace(
+                row,
+                name=v(row.name),
+                in_shape=v(row.in_shape),
+                out_shape=v(row.out_shape),
+                parent=v(row.parent),
+                stage=v(row.stage),
+                skip=v(row.skip),
+                skips=v(row.skips),
+                module_type=v(row.module_type),
+                conv=v(row.conv),
+            )
+            self._rows[hit] = hit
+        return hit
+
+    def trace(self, trace: Trace) -> Trace:
+        """``trace`` with its rows and other records shared with the traces seen before."""
+        v = self.value
+        return dataclasses.replace(
+            trace,
+            model=v(trace.model),
+            input_shape=v(trace.input_shape),
+            output_shape=v(trace.output_shape),
+            rows=v(tuple(self.row(r) for r in trace.rows)),
+            totals=v(trace.totals),
+            error=v(trace.error),
+            accepted_sizes=v(trace.accepted_sizes),
+            outputs=v(trace.outputs),
+            notes=v(trace.notes),
+            inputs=v(trace.inputs),
+        )
 
 
 def unused_modules(model: nn.Module, read: set[int]) -> list[tuple[str, int]]:

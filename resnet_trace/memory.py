@@ -55,8 +55,20 @@ def estimate_bytes(params: int, input_shape: Shape, largest: int, element_size: 
 
 
 def available_bytes() -> int | None:
-    """Memory this process can still take: MemAvailable, capped by a cgroup limit."""
-    avail = None
+    """Memory this process can still take (:func:`host_room`)."""
+    return host_room()[0]
+
+
+def host_room() -> tuple[int | None, str]:
+    """Memory this process can still take, and what set it: the smallest of MemAvailable, the
+    cgroup's limit less its use, and the process's own address-space limit (``RLIMIT_AS``,
+    ``ulimit -v``) less the address space it already maps; ``RESNET_TRACE_MEMORY_LIMIT`` instead
+    of all three."""
+    override = limit_override()
+    if override is not None:
+        return override, f", set by {LIMIT_VAR}"
+    avail: int | None = None
+    source = ""
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
@@ -72,12 +84,30 @@ def available_bytes() -> int | None:
             raw = Path(limit_file).read_text().strip()
             if raw != "max" and int(raw) < 1 << 60:
                 room = int(raw) - int(Path(usage_file).read_text().strip())
-                avail = room if avail is None else min(avail, room)
+                if avail is None or room < avail:
+                    avail, source = room, " under the cgroup's limit"
             break
         except (OSError, ValueError):
             continue
-    override = limit_override()
-    return override if override is not None else avail
+    mapped = address_space_room()
+    if mapped is not None and (avail is None or mapped < avail):
+        avail, source = mapped, " under the process's address-space limit (RLIMIT_AS, ulimit -v)"
+    return avail, source
+
+
+def address_space_room() -> int | None:
+    """``RLIMIT_AS`` (its soft limit) less the address space this process maps now; None when
+    there is no such limit or it cannot be read."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft == resource.RLIM_INFINITY or soft < 0:
+            return None
+        mapped = int(Path("/proc/self/statm").read_text().split()[0]) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ImportError, OSError, ValueError, IndexError, AttributeError):
+        return None
+    return int(soft) - mapped
 
 
 def physical_bytes() -> int | None:
@@ -108,8 +138,13 @@ def guard(need: int, what: str, *, available: int | None = None, where: str = "m
     """
     # The environment variable wins over what was measured, here or on an accelerator.
     override = limit_override()
-    avail = override if override is not None else available if available is not None else available_bytes()
-    set_by = f", set by {LIMIT_VAR}" if override is not None else ""
+    avail: int | None
+    if override is not None:
+        avail, set_by = override, f", set by {LIMIT_VAR}"
+    elif available is not None:
+        avail, set_by = available, ""
+    else:
+        avail, set_by = host_room()
     if avail is not None and need > SHARE * avail:
         raise UsageError(
             f"{what} needs about {human(need)}, over the limit of {human(SHARE * max(avail, 0))} "
@@ -125,13 +160,11 @@ def check_read(need: int, what: str) -> None:
     Called with sizes taken from a file's header or directory, before any data is read or
     allocated. Where nothing can be measured, the machine's physical memory is the ceiling.
     """
-    override = limit_override()
-    avail = available_bytes()
+    avail, set_by = host_room()
     if avail is None:
         avail = physical_bytes()
     if avail is None:
         return
-    set_by = f", set by {LIMIT_VAR}" if override is not None else ""
     if need > SHARE * avail:
         raise UsageError(
             f"{what} needs about {human(need)}, over the limit of {human(SHARE * max(avail, 0))} "

@@ -12,7 +12,7 @@ import torch
 from resnet_trace.choice import ModelChoice, TraceOptions
 from resnet_trace.errors import UsageError
 from resnet_trace.feed import Call, Feed, as_call, check_names, embedding_sizes, values
-from resnet_trace.forwardguard import device_memory, guard_forward
+from resnet_trace.forwardguard import device_memory, forward_words, guard_forward, out_of_memory_said
 from resnet_trace.inputs import FLOATING
 from resnet_trace.layout import BASE_DIM, NUM_CLASSES
 from resnet_trace.prepare import check_call, dtype_of, noted, own_copy, resolve_device, with_blocks
@@ -71,38 +71,54 @@ def real_traces(
         if not instance:
             meta_target.model.to(dtype=dtype)
         return noted([shape_only(meta_target, c, command="run") for c in calls], notes)
-    for c in calls:
-        guard_forward(meta_target, c, dtype.itemsize, available=room, device=dev)
+    needs = [guard_forward(meta_target, c, dtype.itemsize, available=room, device=dev) for c in calls]
     if given is not None:  # the caller's module, with the blocks its twin found
         given = dataclasses.replace(given, block_types=meta_target.block_types, info=meta_target.info)
-    target = _real_model(choice, given or meta_target, options, dev, dtype, instance)
+    with out_of_memory_said(f"building the model for {forward_words(meta_target, calls[0])}", max(needs)):
+        target = _real_model(choice, given or meta_target, options, dev, dtype, instance)
     traces = []
-    for c in calls:
-        if x_file is not None:
-            x = _cast(x_file, dev, dtype)
-        elif options.example is not None:
-            x = options.example.to(str(dev))
-        else:
-            x = values(c, dev, dtype, options.seed, _embedding_highs(meta_target, c))
-        t = real_forward(
-            target,
-            x,
-            repeat=options.repeat,
-            top_k=options.top_k,
-            seed=options.seed if x_file is None else None,
-            weights=options.weights,
-            input_file=options.input_file,
-            progress=progress,
-            leaves=options.leaves,
-        )
-        if t.inputs:  # the ranges the values were drawn from, as given
-            t = dataclasses.replace(t, inputs=_with_ranges(t.inputs, c))
-        if options.backward:
-            t = with_backward(meta_target, target, t, x, target_class=options.target_class)
-            if options.gpus > 1 or options.shard is not Shard.NONE:
-                t = _sharded_step(choice, meta_target, t, x, options, dev)
-        traces.append(t)
+    for c, need in zip(calls, needs):
+        with out_of_memory_said(forward_words(meta_target, c), need):
+            traces.append(_one_real(choice, meta_target, target, c, x_file, options, dev, dtype, progress))
     return noted(traces, notes)
+
+
+def _one_real(
+    choice: ModelChoice,
+    meta_target: Target,
+    target: Target,
+    c: Call,
+    x_file: Feed | None,
+    options: TraceOptions,
+    dev: Device,
+    dtype: torch.dtype,
+    progress: Callable[[int], None] | None,
+) -> Trace:
+    """One call's real forward (and backward, and sharded step, when asked)."""
+    if x_file is not None:
+        x = _cast(x_file, dev, dtype)
+    elif options.example is not None:
+        x = options.example.to(str(dev))
+    else:
+        x = values(c, dev, dtype, options.seed, _embedding_highs(meta_target, c))
+    t = real_forward(
+        target,
+        x,
+        repeat=options.repeat,
+        top_k=options.top_k,
+        seed=options.seed if x_file is None else None,
+        weights=options.weights,
+        input_file=options.input_file,
+        progress=progress,
+        leaves=options.leaves,
+    )
+    if t.inputs:  # the ranges the values were drawn from, as given
+        t = dataclasses.replace(t, inputs=_with_ranges(t.inputs, c))
+    if options.backward:
+        t = with_backward(meta_target, target, t, x, target_class=options.target_class)
+        if options.gpus > 1 or options.shard is not Shard.NONE:
+            t = _sharded_step(choice, meta_target, t, x, options, dev)
+    return t
 
 
 def _sharded_step(

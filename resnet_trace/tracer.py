@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from resnet_trace.diagnosis import diagnose
+from resnet_trace.errors import OutOfMemory, is_out_of_memory, message_of
 from resnet_trace.feed import Call, Feed, as_call, placeholders, plain_shape
 from resnet_trace.freeze import first_tensor, freeze_rows, output_shape, output_tensors, outputs, totals
 from resnet_trace.modtree import module_tree
@@ -110,9 +111,13 @@ def _forward(target: Target, x: Any, session: HookSession, train: bool) -> Forwa
         try:
             with grad:
                 out = feed.call(target.model)
-        except (HookFailure, KeyboardInterrupt):
+        except KeyboardInterrupt:
             raise
         except BaseException as exc:  # the model's own code failed on this input (SystemExit too)
+            if is_out_of_memory(exc):  # not the model's failure: ours to say (exit 2)
+                raise OutOfMemory(message_of(exc)) from exc
+            if isinstance(exc, HookFailure):
+                raise
             failure = exc
             rec.failure = rec.failing_module()
     return Forward(rec, out, failure)
