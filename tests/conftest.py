@@ -6,9 +6,16 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/arith.py
+
+# One intra-op thread in the test process (a child the tests start keeps torch's default). The
+# traces run here are small; on this 2-core machine, shared, torch's OpenMP workers spin waiting
+# for a core: tests/test_training_cli.py took 14.5 s of CPU and 39 s with two threads, 5.5 s and
+# 17 s with one. No expectation depends on it: each truth is computed in this same process.
+torch.set_num_threads(1)
 
 SEED_FILE = Path(__file__).resolve().parents[2] / "shared" / "seeds" / "000_61a18f5c0186fe4d.txt"
 
