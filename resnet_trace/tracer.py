@@ -114,7 +114,9 @@ def _forward(target: Target, x: Any, session: HookSession, train: bool) -> Forwa
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # the model's own code failed on this input (SystemExit too)
-            if is_out_of_memory(exc):  # not the model's failure: ours to say (exit 2)
+            if isinstance(exc, MemoryError):  # not the model's failure: ours to say (exit 2)
+                raise
+            if is_out_of_memory(exc):  # an allocator's RuntimeError, torch.OutOfMemoryError
                 raise OutOfMemory(message_of(exc)) from exc
             if isinstance(exc, HookFailure):
                 raise
