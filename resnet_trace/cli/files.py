@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import stat
 import sys
+from collections.abc import Iterable
 from pathlib import Path
+from typing import IO
 
 import typer
 
@@ -19,8 +21,8 @@ from resnet_trace.cli.streams import _quiet_broken_pipe, data_stream
 from resnet_trace.errors import UsageError
 
 
-def write_output(text: str, output: Path | None, option: str = "--output") -> None:
-    """stdout, or ``output`` written atomically (:func:`resnet_trace.atomic.write_atomically`: a
+def write_output(text: str | Iterable[str], output: Path | None, option: str = "--output") -> None:
+    """``text`` (or its chunks, written as they come) to stdout, or to ``output`` written atomically (:func:`resnet_trace.atomic.write_atomically`: a
     short temporary name in the same folder, then a rename; no signal leaves it behind).
 
     ``/dev/stdout`` and ``/dev/stderr`` (and their ``/dev/fd``, ``/proc/self/fd`` names) are the
@@ -32,7 +34,8 @@ def write_output(text: str, output: Path | None, option: str = "--output") -> No
         output = None  # the stream itself (the saved one: while a command works, fd 1 is stderr)
     elif named in ("/dev/stderr", "/dev/fd/2", "/proc/self/fd/2"):
         try:
-            sys.stderr.write(text)
+            for chunk in _chunks(text):
+                sys.stderr.write(chunk)
             sys.stderr.flush()
         except (OSError, ValueError) as exc:
             raise UsageError(f"cannot write to stderr: {getattr(exc, 'strerror', None) or exc}") from None
@@ -40,15 +43,25 @@ def write_output(text: str, output: Path | None, option: str = "--output") -> No
     if output is None:
         try:
             stream = data_stream()
-            stream.write(text)
+            for chunk in _chunks(text):
+                stream.write(chunk)
             stream.flush()
         except BrokenPipeError:  # the reader went away (| head): stop quietly
             _quiet_broken_pipe()
         except (OSError, ValueError) as exc:  # a full disk behind a redirect, a closed stdout
             raise UsageError(f"cannot write to stdout: {getattr(exc, 'strerror', None) or exc}") from None
         return
-    data = text.encode("utf-8")
-    write_atomically(output, lambda fh: fh.write(data), f"{option} {str(output)!r}")
+    chunks = _chunks(text)
+
+    def write(fh: IO[bytes]) -> None:
+        for chunk in chunks:
+            fh.write(chunk.encode("utf-8"))
+
+    write_atomically(output, write, f"{option} {str(output)!r}")
+
+
+def _chunks(text: str | Iterable[str]) -> Iterable[str]:
+    return (text,) if isinstance(text, str) else text
 
 
 def _check_writable(path: Path | None, option: str) -> None:

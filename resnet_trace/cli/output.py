@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,27 +15,29 @@ if TYPE_CHECKING:  # the groups' types only: options sits above output
     from resnet_trace.cli.options import OutputFlags, RowFlags
 
 
-def render(reports: list[Report], fmt: Format, output: Path | None) -> str:
+def render(reports: list[Report], fmt: Format, output: Path | None) -> Iterator[str]:
+    """The one format switch: the reports' text in ``fmt``, one input at a time (a sweep of
+    10,000 inputs is written as it is rendered, never held whole)."""
     if fmt is Format.JSON:
-        from resnet_trace.render.data import render_json
+        from resnet_trace.render.data import json_chunks
 
-        return render_json(reports)
+        return json_chunks(reports)
     if fmt is Format.JSONL:
-        from resnet_trace.render.data import render_jsonl
+        from resnet_trace.render.data import jsonl_chunks
 
-        return render_jsonl(reports)
+        return jsonl_chunks(reports)
     if fmt is Format.CSV:
-        from resnet_trace.render.tabular import render_csv
+        from resnet_trace.render.tabular import csv_chunks
 
-        return render_csv(reports)
+        return csv_chunks(reports)
     if fmt is Format.MARKDOWN:
-        from resnet_trace.render.tabular import render_markdown
+        from resnet_trace.render.tabular import markdown_chunks
 
-        return render_markdown(reports)
-    from resnet_trace.render.table import render_table
+        return markdown_chunks(reports)
+    from resnet_trace.render.table import table_chunks
 
     color, width = _color(output)
-    return render_table(reports, color=color, width=width)
+    return table_chunks(reports, color=color, width=width)
 
 
 def save_svg(reports: list[Report], svg: Path | None) -> None:

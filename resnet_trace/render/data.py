@@ -2,20 +2,41 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from resnet_trace.records import Report, Trace, dumps
 
 
 def render_json(reports: Sequence[Report]) -> str:
     """One document for one input, an array for several."""
-    docs = [r.to_dict() for r in reports]
-    return dumps(docs[0] if len(docs) == 1 else docs)
+    return "".join(json_chunks(reports))
+
+
+def json_chunks(reports: Sequence[Report]) -> Iterator[str]:
+    """:func:`render_json`'s text a document at a time, so that a sweep of 10,000 inputs never
+    holds 10,000 dicts or the whole text: an array's items are ``dumps``' text of each document,
+    indented one level more, which is what ``dumps`` of the whole list writes."""
+    if len(reports) == 1:
+        yield dumps(reports[0].to_dict())
+        return
+    if not reports:
+        yield dumps([])
+        return
+    for i, report in enumerate(reports):
+        text = dumps(report.to_dict())[:-1].replace("\n", "\n  ")
+        yield ("[\n  " if i == 0 else ",\n  ") + text
+    yield "\n]\n"
 
 
 def render_jsonl(reports: Sequence[Report]) -> str:
     """One compact document per line, always."""
-    return "".join(dumps(r.to_dict(), indent=None) for r in reports)
+    return "".join(jsonl_chunks(reports))
+
+
+def jsonl_chunks(reports: Sequence[Report]) -> Iterator[str]:
+    """:func:`render_jsonl`'s lines, one document at a time."""
+    for report in reports:
+        yield dumps(report.to_dict(), indent=None)
 
 
 def model_title(t: Trace) -> str:

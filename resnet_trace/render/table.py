@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from rich import box
 from rich.console import Console, Group, RenderableType
@@ -276,19 +276,10 @@ def sweep_table(reports: Sequence[Report]) -> Table:
     return table
 
 
-def renderables(reports: Sequence[Report], *, tables: bool = True) -> list[RenderableType]:
+def renderables(reports: Sequence[Report]) -> list[RenderableType]:
     """The tables, notes and sweep of ``reports``; every name, message and path in them shown by
     :func:`~resnet_trace.printable.printable` (control characters and bidi controls as escapes)."""
-    reports = printable(list(reports))
-    out: list[RenderableType] = []
-    for report in reports:
-        if tables:
-            out.append(trace_table(report))
-            out.extend(notes(report))
-            out.append(Text(""))
-    if len(reports) > 1:
-        out.append(sweep_table(reports))
-    return out
+    return [item for group in _groups(reports) for item in group]
 
 
 def make_console(*, color: bool, width: int, record: bool = False) -> Console:
@@ -308,15 +299,38 @@ def make_console(*, color: bool, width: int, record: bool = False) -> Console:
 
 def render_table(reports: Sequence[Report], *, color: bool = False, width: int = 160) -> str:
     """The tables at ``width``, or wider when a table needs it: cells are never cut short."""
-    items = renderables(reports)
+    return "".join(table_chunks(reports, color=color, width=width))
+
+
+def table_chunks(reports: Sequence[Report], *, color: bool = False, width: int = 160) -> Iterator[str]:
+    """:func:`render_table`'s text, one input's table at a time: a first pass measures every table
+    (the widest sets the console's width for all, as one console would), a second prints each
+    input's items and lets them go, so a sweep never holds thousands of tables at once."""
     probe = make_console(color=False, width=10_000)
-    need = max(
-        (Measurement.get(probe, probe.options, item).maximum for item in items if isinstance(item, Table)),
-        default=0,
-    )
-    console = make_console(color=color, width=max(width, need))
-    console.print(Group(*items))
-    return console_text(console)
+    need = 0
+    for table in _tables(reports):
+        need = max(need, Measurement.get(probe, probe.options, table).maximum)
+    for items in _groups(reports):
+        console = make_console(color=color, width=max(width, need))
+        console.print(Group(*items))
+        yield console_text(console)
+
+
+def _tables(reports: Sequence[Report]) -> Iterator[Table]:
+    """Only the tables of :func:`_groups`, one at a time: what the first pass measures."""
+    for report in reports:
+        yield trace_table(printable(report))
+    if len(reports) > 1:
+        yield sweep_table(printable(list(reports)))
+
+
+def _groups(reports: Sequence[Report]) -> Iterator[list[RenderableType]]:
+    """What :func:`renderables` holds, one input's items at a time, then the sweep table."""
+    for report in reports:
+        shown = printable(report)
+        yield [trace_table(shown), *notes(shown), Text("")]
+    if len(reports) > 1:
+        yield [sweep_table(printable(list(reports)))]
 
 
 def console_text(console: Console) -> str:

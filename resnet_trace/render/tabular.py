@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from resnet_trace.printable import printable, visible
 from resnet_trace.records import Depth, Report, Row, row_dict, shape_text
@@ -83,14 +83,15 @@ def csv_cells(row: Row) -> dict[str, str]:
     return out
 
 
-def csv_text(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """The one CSV writer: a header, then the rows, ``\\n`` line ends, quoted as the csv module does.
+def csv_text(header: Sequence[str] | None, rows: Iterable[Sequence[object]]) -> str:
+    """The one CSV writer: a header (unless ``None``), then the rows, ``\\n`` line ends, quoted as the csv module does.
 
     Every text cell goes through :func:`~resnet_trace.printable.visible` first: a name holding a
     line break or a control character stays one cell of one line, shown by its escapes."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
-    writer.writerow([_text(c) for c in header])
+    if header is not None:
+        writer.writerow([_text(c) for c in header])
     writer.writerows([_text(c) for c in row] for row in rows)
     return buf.getvalue()
 
@@ -105,17 +106,20 @@ def render_csv(reports: Sequence[Report]) -> str:
     ``error`` names the module where that input's trace stopped (empty when it ran through),
     so a sweep's failing sizes are visible on every one of their rows.
     """
-    lines = []
+    return "".join(csv_chunks(reports))
+
+
+def csv_chunks(reports: Sequence[Report]) -> Iterator[str]:
+    """:func:`render_csv`'s text: the header, then each input's rows as one chunk."""
+    yield csv_text(CSV_COLUMNS, [])
     for report in reports:
         error = report.trace.error.module if report.trace.error else ""
+        given = input_text(report.trace.input_shape, report.trace.inputs)
+        lines = []
         for row in report.rows:
-            cells = {
-                "input": input_text(report.trace.input_shape, report.trace.inputs),
-                "error": error,
-                **csv_cells(row),
-            }
+            cells = {"input": given, "error": error, **csv_cells(row)}
             lines.append([cells.get(k, "") for k in CSV_COLUMNS])
-    return csv_text(CSV_COLUMNS, lines)
+        yield csv_text(None, lines)
 
 
 def md_escape(text: str) -> str:
@@ -153,71 +157,76 @@ def md_rule(right: Sequence[bool]) -> str:
 def render_markdown(reports: Sequence[Report]) -> str:
     """A GitHub pipe table per input, with totals and any error below it. Every name, message and
     path is shown by :func:`~resnet_trace.printable.printable`, each cell escaped by :func:`md_escape`."""
+    return "".join(markdown_chunks(reports))
+
+
+def markdown_chunks(reports: Sequence[Report]) -> Iterator[str]:
+    """:func:`render_markdown`'s text, one input's table at a time."""
+    for i, report in enumerate(reports):
+        yield ("\n" if i else "") + "\n".join(_markdown_lines(printable([report])[0]))
+
+
+def _markdown_lines(report: Report) -> list[str]:
     out: list[str] = []
-    for report in printable(list(reports)):
-        t = report.trace
-        run = t.command == "run"
-        out.append(
-            md_text(f"### {t.command} · {model_title(t)} · input {input_text(t.input_shape, t.inputs)}")
-        )
-        out.append("")
-        header = ["#", "name", "kind", "depth", "parent", "input", "output", "skip", "params", "MACs"]
+    t = report.trace
+    run = t.command == "run"
+    out.append(md_text(f"### {t.command} · {model_title(t)} · input {input_text(t.input_shape, t.inputs)}"))
+    out.append("")
+    header = ["#", "name", "kind", "depth", "parent", "input", "output", "skip", "params", "MACs"]
+    if report.depth is Depth.STAGE:
+        header += ["blocks"]
+    if report.depth is Depth.LAYER:
+        header += ["type", "kernel/stride/pad", "weight"]
+    if run:
+        header += ["time ms", "mean", "std", "zero %"]
+    out.append(md_row(header))
+    out.append(md_rule([h in ("#", "params", "MACs", "time ms", "mean", "std", "zero %") for h in header]))
+    for i, row in enumerate(report.rows, 1):
+        name = row.name + (f" ×{row.count}" if row.count > 1 else "")
+        cells = [
+            str(i),
+            name,
+            row.kind,
+            row.depth.value,
+            row.parent or "",
+            shape_text(row.in_shape),
+            shape_text(row.out_shape),
+            row.skip or "",
+            f"{row.params:,}",
+            f"{row.macs:,}",
+        ]
         if report.depth is Depth.STAGE:
-            header += ["blocks"]
+            cells += ["" if row.blocks is None else str(row.blocks)]
         if report.depth is Depth.LAYER:
-            header += ["type", "kernel/stride/pad", "weight"]
-        if run:
-            header += ["time ms", "mean", "std", "zero %"]
-        out.append(md_row(header))
-        out.append(
-            md_rule([h in ("#", "params", "MACs", "time ms", "mean", "std", "zero %") for h in header])
-        )
-        for i, row in enumerate(report.rows, 1):
-            name = row.name + (f" ×{row.count}" if row.count > 1 else "")
-            cells = [
-                str(i),
-                name,
-                row.kind,
-                row.depth.value,
-                row.parent or "",
-                shape_text(row.in_shape),
-                shape_text(row.out_shape),
-                row.skip or "",
-                f"{row.params:,}",
-                f"{row.macs:,}",
+            c = row.conv
+            cells += [
+                row.module_type or "",
+                f"{shape_text(c.kernel)}/{shape_text(c.stride)}/{shape_text(c.padding)}" if c else "",
+                (shape_text(c.weight_shape) + (" +bias" if c.bias else "")) if c else "",
             ]
-            if report.depth is Depth.STAGE:
-                cells += ["" if row.blocks is None else str(row.blocks)]
-            if report.depth is Depth.LAYER:
-                c = row.conv
-                cells += [
-                    row.module_type or "",
-                    f"{shape_text(c.kernel)}/{shape_text(c.stride)}/{shape_text(c.padding)}" if c else "",
-                    (shape_text(c.weight_shape) + (" +bias" if c.bias else "")) if c else "",
-                ]
-            if run:
-                a = row.activation
-                cells += [
-                    f"{row.time_ms:.3f}" if row.time_ms is not None else "",
-                    f"{a.mean:.4g}" if a else "",
-                    f"{a.std:.4g}" if a else "",
-                    f"{a.zero_fraction * 100:.1f}" if a else "",
-                ]
-            out.append(md_row(cells))
+        if run:
+            a = row.activation
+            cells += [
+                f"{row.time_ms:.3f}" if row.time_ms is not None else "",
+                f"{a.mean:.4g}" if a else "",
+                f"{a.std:.4g}" if a else "",
+                f"{a.zero_fraction * 100:.1f}" if a else "",
+            ]
+        out.append(md_row(cells))
+    out.append("")
+    tot = t.totals
+    scope = " (whole model; rows filtered)" if report.filter else ""
+    out.append(
+        f"**Totals{scope}:** {tot.params:,} params, {tot.macs:,} MACs, "
+        f"{tot.params_unused:,} params "
+        + ("in modules that never ran" if t.model.source == "builtin" else "never read")
+        + (f" ({', '.join(md_code(m) for m in tot.unused_modules)})" if tot.unused_modules else "")
+        + "."
+    )
+    if t.error is not None:
         out.append("")
-        tot = t.totals
-        scope = " (whole model; rows filtered)" if report.filter else ""
         out.append(
-            f"**Totals{scope}:** {tot.params:,} params, {tot.macs:,} MACs, "
-            f"{tot.params_unused:,} params "
-            + ("in modules that never ran" if t.model.source == "builtin" else "never read")
-            + (f" ({', '.join(md_code(m) for m in tot.unused_modules)})" if tot.unused_modules else "")
-            + "."
+            f"**Stopped at {md_code(t.error.module)}:** {md_text(t.error.message)}. {md_text(t.error.hint)}."
         )
-        if t.error is not None:
-            out.append("")
-            out.append(
-                f"**Stopped at {md_code(t.error.module)}:** {md_text(t.error.message)}. {md_text(t.error.hint)}."
-            )
-        out.append("")
-    return "\n".join(out)
+    out.append("")
+    return out
