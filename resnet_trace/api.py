@@ -54,6 +54,7 @@ _PARAMETERS = {
     "--input-file": "input_file",
     "--input": "inputs",
     "--weights": "weights",
+    "--save-output": "save_output",
     "--base-dim": "base_dim",
     "--num-classes": "num_classes",
     "--model-arg": "model_args",
@@ -141,6 +142,7 @@ def trace(
     shard: Shard | str = Shard.NONE,
     backward: bool = False,
     target: int | None = None,
+    save_output: str | os.PathLike[str] | None = None,
 ) -> Report:
     """Trace one input of the seed's model (or of ``model``) and return the rows shown at ``depth``.
 
@@ -148,7 +150,8 @@ def trace(
     (on ``meta`` for the seed and for a model built there). ``real=True`` is ``resnet-trace run``:
     the seed's initialisation under ``seed`` (or ``weights``), a random normal input (or
     ``input_file``), a forward with activation statistics; ``repeat`` > 1 adds timed passes.
-    ``weights``, ``input_file`` and ``backward`` imply ``real``. ``device`` and ``dtype`` default to
+    ``save_output`` (a ``.npy`` or ``.pt`` path) gets the forward's full outputs (``run
+    --save-output``). ``weights``, ``input_file``, ``backward`` and ``save_output`` imply ``real``. ``device`` and ``dtype`` default to
     the model's own (the CPU and float32 for the seed); a ``model`` passed in is copied before it
     is moved, cast or loaded into, never changed.
     ``train``/``optimizer``/``budget`` add a training step's memory (``summary --train``), with
@@ -170,7 +173,7 @@ def trace(
     call, example = _api_inputs(model, input_shape, inputs)
     if model is not None and not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, not {type(model).__name__}")
-    is_real = real or backward or weights is not None or input_file is not None
+    is_real = real or backward or weights is not None or input_file is not None or save_output is not None
     for name, value, applies in (
         ("seed", seed, is_real),
         ("repeat", repeat, is_real),
@@ -208,6 +211,7 @@ def trace(
         trainable=trainable,
         gpus=gpus,
         shard=shard,
+        save_output=None if save_output is None else os.fspath(save_output),
     )
     try:
         (t,) = trace_inputs(choice, [call] if call else None, options)

@@ -118,6 +118,7 @@ class TraceOptions:
     ``real`` runs the model on ``device`` in ``dtype`` (random weights under ``seed`` unless
     ``weights``; a random normal input under ``seed`` unless ``input_file``); ``repeat`` > 1 adds
     timed passes. ``leaves`` adds statistics and times to every leaf call (``--depth layer``).
+    ``save_output`` writes the forward's full outputs to a ``.npy`` or ``.pt`` file.
     ``train``/``optimizer``/``budget`` add a training step's memory; ``backward``/``target_class``
     a real backward with gradient norms. A shape-only trace takes ``dtype`` too.
     """
@@ -142,6 +143,7 @@ class TraceOptions:
     trainable: str | None = None  # a regex: only parameters whose name matches get a gradient (--train)
     gpus: int = 1  # devices a training step is sharded over (--train; --backward runs it for real)
     shard: Shard | str = Shard.NONE  # what is sharded over them
+    save_output: str | None = None  # a .npy/.pt file for the real forward's full outputs (--save-output)
 
     def __post_init__(self) -> None:
         if self.device is not None:
@@ -171,7 +173,7 @@ class TraceOptions:
             integer("budget", self.budget)
         if self.example is not None and self.input_file is not None:
             raise InvalidValue("inputs", "give example tensors or input_file, not both")
-        if self.weights is not None or self.input_file is not None or self.backward:
+        if self.weights is not None or self.input_file is not None or self.backward or self.save_output:
             object.__setattr__(self, "real", True)
         if self.budget is not None:
             object.__setattr__(self, "train", True)

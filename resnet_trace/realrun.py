@@ -17,6 +17,7 @@ from resnet_trace.inputs import FLOATING
 from resnet_trace.layout import BASE_DIM, NUM_CLASSES
 from resnet_trace.prepare import check_call, dtype_of, noted, own_copy, resolve_device, with_blocks
 from resnet_trace.records import Device, Head, InputTensor, Optimizer, Shard, Trace, Variant
+from resnet_trace.saving import check_save_path
 from resnet_trace.spec import InvalidValue, ModelSpec
 from resnet_trace.target import Target, build, check_channels, default_call
 from resnet_trace.tracer import (
@@ -40,6 +41,8 @@ def real_traces(
     """A real forward of each call (the input file's, or the model's default input when none)."""
     if options.input_file is not None and calls:
         raise UsageError("give --input or --input-file, not both")
+    if options.save_output is not None:  # a file it cannot write is refused before the work
+        check_save_path(options.save_output, f"--save-output {options.save_output!r}")
     instance = not choice.builtin and choice.reference is None
     # The shape-only twin: what the guard and the predictions read, never initialised.
     given = own_copy(build(choice), None, options.dtype) if instance else None
@@ -63,11 +66,14 @@ def real_traces(
         x_file, call = _read_inputs(meta_target, Path(options.input_file), dev, room, dtype)
         calls = [call]
     calls = calls or [default_call(meta_target)]
+    if options.save_output is not None and len(calls) > 1:
+        raise UsageError(f"--save-output keeps one input's outputs: give one --input, not {len(calls):,}")
     notes = [n for c in calls for n in check_call(meta_target, c)]
     meta_target = with_blocks(meta_target, calls[0])
     if dev is Device.META:
-        if options.weights is not None:
-            raise UsageError("--weights needs a real device: --device meta traces shapes only")
+        for flag, value in (("--weights", options.weights), ("--save-output", options.save_output)):
+            if value is not None:
+                raise UsageError(f"{flag} needs a real device: --device meta traces shapes only")
         if not instance:
             meta_target.model.to(dtype=dtype)
         return noted([shape_only(meta_target, c, command="run") for c in calls], notes)
@@ -111,6 +117,7 @@ def _one_real(
         input_file=options.input_file,
         progress=progress,
         leaves=options.leaves,
+        save_output=options.save_output,
     )
     if t.inputs:  # the ranges the values were drawn from, as given
         t = dataclasses.replace(t, inputs=_with_ranges(t.inputs, c))

@@ -62,13 +62,7 @@ def save_outputs(path: str | os.PathLike[str], outputs: Any, *, label: str | Non
     """
     path = Path(path)
     label = label if label is not None else repr(str(path))
-    suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
-        raise UsageError(
-            f"{label}: outputs are saved as .npy (one tensor) or .pt (a nest of tensors); "
-            f"name a file ending in one of {', '.join(SUFFIXES)}"
-        )
-    real, st = writable_target(path, label)  # refused before any copy is made
+    suffix, real, st = check_save_path(path, label)  # refused before any copy is made
     plain, tensors = _plain(outputs)
     for where, t in tensors:
         _check_has_values(where, t)
@@ -81,6 +75,20 @@ def save_outputs(path: str | os.PathLike[str], outputs: Any, *, label: str | Non
     else:
         _write_pt(path, plain, tensors, label)
     return SavedOutputs(path=str(path), suffix=suffix, tensors=len(tensors), nbytes=nbytes)
+
+
+def check_save_path(path: str | os.PathLike[str], label: str) -> tuple[str, Path, os.stat_result | None]:
+    """Refuse a file :func:`save_outputs` could not write (its suffix, its folder, a protected
+    file) before any work: its suffix, the real target and that target's status."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise UsageError(
+            f"{label}: outputs are saved as .npy (one tensor) or .pt (a nest of tensors); "
+            f"name a file ending in one of {', '.join(SUFFIXES)}"
+        )
+    real, st = writable_target(path, label)
+    return suffix, real, st
 
 
 # -- the nest, as plain containers ----------------------------------------------------------------

@@ -39,6 +39,7 @@ from resnet_trace.records import (
     TreeNode,
 )
 from resnet_trace.target import Target
+from resnet_trace.units import human
 
 
 @dataclass
@@ -319,8 +320,10 @@ def real_forward(
     input_file: str | None = None,
     progress: Callable[[int], None] | None = None,
     leaves: bool = False,
+    save_output: str | None = None,
 ) -> Trace:
     """A real forward with statistics; ``repeat`` > 1 adds timed passes and reports medians.
+    ``save_output`` names a ``.npy``/``.pt`` file that gets the forward's full outputs.
 
     ``leaves`` (for ``--depth layer``) adds statistics to every leaf call and times them in
     the timed passes, which otherwise hook only the row modules.
@@ -367,6 +370,13 @@ def real_forward(
                 f"note: the output's {n:,} values are not in the document (over {LOGITS_LIMIT:,}); "
                 f"its statistics are (outputs[].stats)"
             )
+            t = dataclasses.replace(t, notes=(*t.notes, note))
+        if save_output is not None:
+            from resnet_trace.saving import save_outputs
+
+            saved = save_outputs(save_output, fwd.output, label=f"--save-output {save_output!r}")
+            what = f"{saved.tensors:,} tensor{'s' if saved.tensors != 1 else ''}, {human(saved.nbytes)}"
+            note = f"note: the outputs ({what}) are saved in {save_output}"
             t = dataclasses.replace(t, notes=(*t.notes, note))
     return t
 

@@ -18,7 +18,7 @@ import typer
 
 from resnet_trace import __version__
 from resnet_trace.cli.errors import OneLineErrors, record_debug
-from resnet_trace.cli.files import check_outputs, model_file, write_output
+from resnet_trace.cli.files import check_outputs, model_file, output_path, write_output
 from resnet_trace.cli.options import (
     BaseDim,
     BudgetOpt,
@@ -208,11 +208,21 @@ def run(
     ] = 0,
     gpus: GpusOpt = 1,
     shard: ShardOpt = Shard.NONE,
+    save_output: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-output",
+            parser=output_path,
+            metavar="<path>",
+            help="Also write the forward's full outputs: .npy (one tensor) or .pt (a nest of tensors, "
+            "read back with torch.load(weights_only=True)).",
+        ),
+    ] = None,
     debug: DebugOpt = False,
 ) -> int:
     """A real forward (eval, no_grad) with per-block time and activation statistics, logits and top-k."""
     check_outputs(
-        {"--output": out.output, "--svg": out.svg},
+        {"--output": out.output, "--svg": out.svg, "--save-output": save_output},
         {"--input-file": input_file, "--weights": weights, "--model": model_file(which.model)},
     )
     check_filter(rows.filter)
@@ -236,6 +246,7 @@ def run(
         target_class=target,
         gpus=gpus,
         shard=shard,
+        save_output=None if save_output is None else str(save_output),
     )
     choice = which.choice()
     with progress(repeat * (len(shapes) if shapes else 1)) as advance:
