@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from resnet_trace.choice import ModelChoice, TraceOptions
-from resnet_trace.errors import UsageError
+from resnet_trace.errors import OutOfMemory, UsageError
 from resnet_trace.feed import Call, as_call, plain_shape
 from resnet_trace.forwardguard import guard_forward
 from resnet_trace.freeze import Sharing
@@ -231,7 +231,11 @@ def _cpu_fallback(
                 built = own_copy(given, Device.CPU, None, copy_always=True)
             cpu = dataclasses.replace(built, fake=False, fake_mode=None)
         found = with_blocks(cpu, call)  # its blocks, found again on this forward
-        again = shape_only(found, call, command=t.command, train=train)
+        try:
+            again = shape_only(found, call, command=t.command, train=train)
+        except OutOfMemory:  # the retry could not allocate: the shape-only failure stands
+            out.append(t)
+            continue
         if again.error is None:
             where = t.error.module or "the model"
             why = "reads a tensor's value" if reads else "cannot run shape-only"

@@ -26,6 +26,7 @@ from resnet_trace.errors import OutOfMemory, is_out_of_memory, message_of
 from resnet_trace.feed import Call, Feed, as_call, placeholders, plain_shape
 from resnet_trace.freeze import first_tensor, freeze_rows, output_shape, output_tensors, outputs, totals
 from resnet_trace.modtree import module_tree
+from resnet_trace.ops.fake import is_fake
 from resnet_trace.recorder import BlockChoice, HookFailure, HookSession, Recorder, hook_session
 from resnet_trace.records import (
     Activation,
@@ -115,15 +116,22 @@ def _forward(target: Target, x: Any, session: HookSession, train: bool) -> Forwa
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # the model's own code failed on this input (SystemExit too)
-            if isinstance(exc, MemoryError):  # not the model's failure: ours to say (exit 2)
-                raise
-            if is_out_of_memory(exc):  # an allocator's RuntimeError, torch.OutOfMemoryError
-                raise OutOfMemory(message_of(exc)) from exc
+            if is_out_of_memory(exc) and not _shape_only(feed):  # ours to say (exit 2), not the model's
+                name, _, module = rec.failing_module()
+                where = f"{name} ({type(module).__name__})" if name else type(target.model).__name__
+                raise OutOfMemory(f"{message_of(exc) or type(exc).__name__} in {where}") from exc
             if isinstance(exc, HookFailure):
                 raise
             failure = exc
             rec.failure = rec.failing_module()
     return Forward(rec, out, failure)
+
+
+def _shape_only(feed: Feed) -> bool:
+    """Whether this forward runs on fake or meta tensors, where nothing real is allocated: a
+    ``MemoryError`` there is the model's own code (exit 3, named), never the input's size."""
+    first = feed.first
+    return isinstance(first, torch.Tensor) and (first.device.type == "meta" or is_fake(first))
 
 
 def find_block_types(target: Target, x: Any) -> tuple[type[nn.Module], ...]:

@@ -554,7 +554,7 @@ def factory_exits():
 
 
 @pytest.mark.parametrize(
-    "name,code", [("ExitsInForward", REJECTED), ("NoMemory", REJECTED), ("factory_exits", USAGE)]
+    "name,code", [("ExitsInForward", REJECTED), ("NoMemory", USAGE), ("factory_exits", USAGE)]
 )
 def test_user_code_that_exits_or_runs_out_of_memory_is_named(cli, tmp_path, name, code):
     path = tmp_path / "user_model.py"

@@ -112,11 +112,16 @@ _BUDGET = textwrap.dedent(
         resnet_trace.trace(model=model, input_shape=(1, 3, 224, 224), budget=b).train.fit_batch
         for b in ("4GiB", "16GiB")
     ]
-    print(json.dumps([*fits, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss]))
+    # VmHWM, this process's own peak: ru_maxrss survives exec, so it would carry the peak of
+    # the process that started this one (pytest's, over 1 GB late in the suite).
+    with open("/proc/self/status") as fh:
+        peak = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+    print(json.dumps([*fits, peak]))
     """
 )
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the child's VmHWM")
 def test_a_budget_on_a_cpu_model_allocates_nothing_that_scales_with_the_batch():
     """The search traces batches whose one 64x224x224 float map alone is over 500 MB; the whole
     process stays under 500 MB, so no batch-sized tensor was real."""
