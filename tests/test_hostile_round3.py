@@ -581,21 +581,19 @@ def _rows(n: int) -> list[dict]:
     return [{**row, "name": f"layer_2.{i}", "macs": 413_952 + i % 7} for i in range(n)]
 
 
-def test_diff_is_linear_100000_rows_in_seconds(tmp_path, good_doc):
-    """Was 170 us a row in the schema check alone (300,000 rows: 109 s); now rows are validated once
-    per kind of row."""
-    a_doc = {**good_doc, "rows": _rows(100_000)}
+def test_diff_of_many_rows_names_every_difference(tmp_path, good_doc):
+    """Rows are validated once per kind of row (it was 170 us a row in the schema check alone).
+    The time of 300,000 rows is benchmarks/goldens.py's, side by side with a baseline, not a
+    timed test's."""
+    a_doc = {**good_doc, "rows": _rows(20_000)}
     b_doc = copy.deepcopy(a_doc)
     for r in b_doc["rows"][::1000]:
         r["macs"] += 1
     a = _golden(tmp_path / "a.json", a_doc)
     b = _golden(tmp_path / "b.json", b_doc)
-    t0 = time.perf_counter()
     result = invoke("diff", a, b, "--format", "json")
-    took = time.perf_counter() - t0
     held(result, DIFFERENCES, fmt="json")
-    assert len(standard_json(result.stdout)["differences"]) == 100
-    assert took < 10, took
+    assert len(standard_json(result.stdout)["differences"]) == 20
 
 
 def test_the_relaxed_schema_check_agrees_with_the_full_one(good_doc):

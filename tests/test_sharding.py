@@ -117,14 +117,20 @@ def measured() -> dict[int, dict]:
     """Every distributed check of the file, from two starts: 2 ranks and 4 ranks."""
     choice = Step(ModelBuild(CHOICE, trainable=CHOICE_TRAINABLE), MODELS["seed"][1], "optimizer", "momentum")
     names = ("seed", "gpt2", "frozen")
-    return {2: _run(2, names, {"choice": choice}), 4: _run(4, names, {})}
+    return {2: _run(2, names, {"choice": choice}), 4: _run(4, FOUR_RANKS, {})}
 
 
 # --- the engines against the arithmetic -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("world", [2, 4])
-@pytest.mark.parametrize("name", ["seed", "gpt2", "frozen"])
+#: At 4 ranks one model: the seed, whose odd sizes give FSDP2 padding on every rank (the cost of
+#: a start is 4 processes on this machine's 2 cores).
+FOUR_RANKS = ("seed",)
+
+
+@pytest.mark.parametrize(
+    ("world", "name"), [(2, "seed"), (2, "gpt2"), (2, "frozen"), *((4, n) for n in FOUR_RANKS)]
+)
 @pytest.mark.parametrize("shard", SHARDS, ids=str)
 def test_rank_bytes_equal_the_engine(measured, world, name, shard):
     got = measured[world][(name, shard)]
@@ -161,21 +167,19 @@ def test_frozen_parameters_get_no_grad_and_no_state(measured):
     trainable = trainable_ids(model, unread(model))
     frozen = sum(p.numel() * 4 for p in model.parameters() if not p.requires_grad)
     assert frozen > 0
-    for world in (2, 4):
-        for shard in SHARDS:
-            assert {m.grads for m in measured[world][("frozen", shard)]} == {len(trainable)}, shard
-        ddp = measured[world][("frozen", Shard.NONE)][0]
-        assert ddp.grads_bytes == sum(p.numel() * 4 for p in model.parameters() if id(p) in trainable)
-        assert ddp.optimizer_bytes == 2 * ddp.grads_bytes
-        seed_ddp = measured[world][("seed", Shard.NONE)][0]
-        assert seed_ddp.grads_bytes - ddp.grads_bytes == frozen  # no frozen one is unread
+    for shard in SHARDS:
+        assert {m.grads for m in measured[2][("frozen", shard)]} == {len(trainable)}, shard
+    ddp = measured[2][("frozen", Shard.NONE)][0]
+    assert ddp.grads_bytes == sum(p.numel() * 4 for p in model.parameters() if id(p) in trainable)
+    assert ddp.optimizer_bytes == 2 * ddp.grads_bytes
+    seed_ddp = measured[2][("seed", Shard.NONE)][0]
+    assert seed_ddp.grads_bytes - ddp.grads_bytes == frozen  # no frozen one is unread
 
 
 def test_every_mode_trains_the_same_step(measured):
-    for world in (2, 4):
-        for name in ("seed", "gpt2"):
-            losses = {round(m.loss, 4) for s in SHARDS for m in measured[world][(name, s)]}
-            assert len(losses) == 1, (world, name, losses)
+    for world, name in ((2, "seed"), (2, "gpt2"), *((4, n) for n in FOUR_RANKS)):
+        losses = {round(m.loss, 4) for s in SHARDS for m in measured[world][(name, s)]}
+        assert len(losses) == 1, (world, name, losses)
 
 
 # --- the arithmetic on its own (no ranks) ---------------------------------------------------------
@@ -279,9 +283,9 @@ def test_a_failing_rank_ends_the_others_with_one_line():
 
 def test_a_hung_rank_is_ended_at_the_timeout():
     start = time.monotonic()
-    with pytest.raises(ShardedStepFailed, match="did not finish within 8 s"):
-        run_sharded_step(hangs_on_rank_1, torch.randn(1, 2), 2, Shard.NONE, timeout_s=8)
-    assert time.monotonic() - start < 20
+    with pytest.raises(ShardedStepFailed, match="did not finish within 3 s"):
+        run_sharded_step(hangs_on_rank_1, torch.randn(1, 2), 2, Shard.NONE, timeout_s=3)
+    assert time.monotonic() - start < 15
 
 
 def test_a_build_that_cannot_be_sent_is_refused_before_any_start():
