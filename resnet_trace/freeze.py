@@ -145,38 +145,24 @@ class Sharing:
         """``row``, or an equal one seen before, its parts shared."""
         hit = self._rows.get(row)
         if hit is None:
-            v = self.value
-            hit = dataclasses.replace(
-                row,
-                name=v(row.name),
-                in_shape=v(row.in_shape),
-                out_shape=v(row.out_shape),
-                parent=v(row.parent),
-                stage=v(row.stage),
-                skip=v(row.skip),
-                skips=v(row.skips),
-                module_type=v(row.module_type),
-                conv=v(row.conv),
-            )
+            hit = self._parts(row, _ROW_PARTS)
             self._rows[hit] = hit
         return hit
 
     def trace(self, trace: Trace) -> Trace:
         """``trace`` with its rows and other records shared with the traces seen before."""
-        v = self.value
-        return dataclasses.replace(
-            trace,
-            model=v(trace.model),
-            input_shape=v(trace.input_shape),
-            output_shape=v(trace.output_shape),
-            rows=v(tuple(self.row(r) for r in trace.rows)),
-            totals=v(trace.totals),
-            error=v(trace.error),
-            accepted_sizes=v(trace.accepted_sizes),
-            outputs=v(trace.outputs),
-            notes=v(trace.notes),
-            inputs=v(trace.inputs),
-        )
+        rows = self.value(tuple(self.row(r) for r in trace.rows))
+        return dataclasses.replace(self._parts(trace, _TRACE_PARTS), rows=rows)
+
+    def _parts(self, record: Any, parts: tuple[str, ...]) -> Any:
+        return dataclasses.replace(record, **{f: self.value(getattr(record, f)) for f in parts})
+
+
+#: The parts of a row and of a trace that equal ones of other inputs share.
+_ROW_PARTS = ("name", "in_shape", "out_shape", "parent", "stage", "skip", "skips", "module_type", "conv")
+_TRACE_PARTS = (
+    "model", "input_shape", "output_shape", "totals", "error", "accepted_sizes", "outputs", "notes", "inputs",
+)  # fmt: skip
 
 
 def unused_modules(model: nn.Module, read: set[int]) -> list[tuple[str, int]]:

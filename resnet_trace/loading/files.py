@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from io import BufferedReader
 from pathlib import Path
@@ -28,8 +28,18 @@ def described(path: Path, what: str) -> str:
     return f"{what} {str(path)!r}"
 
 
-def dims_text(shape: tuple[int, ...] | torch.Size) -> str:
+def dims_text(shape: Sequence[int] | torch.Size) -> str:
     return "x".join(map(str, shape)) or "a scalar"
+
+
+def check_sizes(dims: tuple[int, ...], name: str, shown: Sequence[int]) -> tuple[int, ...]:
+    """``dims``, refused when one is negative (a crafted header) or 0 (an empty tensor), with the
+    shape ``shown`` as the file holds it."""
+    if any(d < 0 for d in dims):
+        raise UsageError(f"{name} declares a negative dimension: {dims_text(shown)}")
+    if 0 in dims:
+        raise UsageError(f"{name} holds an empty tensor of shape {dims_text(shown)}")
+    return dims
 
 
 def checked_file(path: Path, what: str) -> tuple[Path, os.stat_result]:

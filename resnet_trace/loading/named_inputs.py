@@ -16,7 +16,7 @@ from typing import IO, TYPE_CHECKING
 import torch
 
 from resnet_trace.errors import UsageError
-from resnet_trace.loading.files import described, dims_text, open_unchanged
+from resnet_trace.loading.files import check_sizes, described, dims_text, open_unchanged
 from resnet_trace.loading.npy import copies_to_convert, kept_dtype, native, npy_data, npy_header, numpy_module
 from resnet_trace.loading.torchfiles import safe_torch_load, tensor_problem
 from resnet_trace.memory import check_read, human
@@ -52,11 +52,7 @@ def _dims(shape: tuple[int, ...] | torch.Size, name: str) -> tuple[int, ...]:
     dims = tuple(int(d) for d in shape)
     if not dims:
         raise UsageError(f"{name} holds a scalar (0-d) tensor; save it with shape 1")
-    if any(d < 0 for d in dims):
-        raise UsageError(f"{name} declares a negative dimension: {dims_text(dims)}")
-    if 0 in dims:
-        raise UsageError(f"{name} holds an empty tensor of shape {dims_text(dims)}")
-    return dims
+    return check_sizes(dims, name, dims)
 
 
 def _records(found: list[tuple[str | None, tuple[int, ...], torch.dtype]]) -> tuple[InputTensor, ...]:

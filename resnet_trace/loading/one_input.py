@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from resnet_trace.errors import UsageError
-from resnet_trace.loading.files import described, dims_text, open_unchanged
+from resnet_trace.loading.files import check_sizes, described, dims_text, open_unchanged
 from resnet_trace.loading.npy import npy_data, npy_header, numpy_module
 from resnet_trace.loading.torchfiles import safe_torch_load, tensor_problem
 from resnet_trace.memory import check_read, human
@@ -59,11 +59,7 @@ def _input_shape(shape: tuple[int, ...] | torch.Size, name: str) -> tuple[int, .
         dims = (1, *dims)
     if len(dims) != 4:
         raise UsageError(f"{name} holds a tensor of shape {dims_text(shape)}; expected NxCxHxW (or CxHxW)")
-    if any(d < 0 for d in dims):
-        raise UsageError(f"{name} declares a negative dimension: {dims_text(shape)}")
-    if 0 in dims:
-        raise UsageError(f"{name} holds an empty tensor of shape {dims_text(shape)}")
-    return dims
+    return check_sizes(dims, name, tuple(shape))
 
 
 def load_input(
