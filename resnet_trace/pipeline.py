@@ -69,6 +69,24 @@ def trace_inputs(
 
 _SEEDED = threading.Lock()
 
+#: More shape-only inputs than this are traced this many at a time, each run's traces handed on
+#: before the next run is traced: what ``summary`` holds stays flat in the number of inputs.
+STREAM_RUN = 512
+
+
+def stream_inputs(
+    choice: ModelChoice, calls: Sequence[Shape | Call] | None, options: TraceOptions
+) -> Iterator[Trace]:
+    """:func:`trace_inputs`'s traces, in order, as a stream: a shape-only list of more than
+    :data:`STREAM_RUN` inputs is traced in runs of that many (the model built again for each run),
+    so that a caller who writes each trace as it comes holds one run, not 10,000 traces. A real
+    forward, or a short list, is traced in one go."""
+    if options.real or calls is None or len(calls) <= STREAM_RUN:
+        yield from trace_inputs(choice, calls, options)
+        return
+    for start in range(0, len(calls), STREAM_RUN):
+        yield from trace_inputs(choice, calls[start : start + STREAM_RUN], options)
+
 
 @contextlib.contextmanager
 def untouched(model: nn.Module | None) -> Iterator[None]:

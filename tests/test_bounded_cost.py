@@ -77,3 +77,55 @@ def test_a_segmentation_run_writes_a_small_document_within_1_5x_the_forwards_own
     stats = first["stats"]
     assert stats is not None and stats["min"] <= stats["mean"] <= stats["max"]
     assert tool["peak"] <= 1.5 * bare["peak"], (tool["peak"] / 2**20, bare["peak"] / 2**20)
+
+
+HOOK_OSERROR = """
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def register_forward_pre_hook(self, *args, **kwargs):
+        raise OSError(28, "the model's own disk is full")
+
+    def forward(self, x):
+        return self.fc(x)
+"""
+
+
+def _invoke(*args: str):
+    from typer.testing import CliRunner
+
+    from resnet_trace.cli import app
+
+    return CliRunner().invoke(app, list(args), prog_name="resnet-trace")
+
+
+@pytest.mark.parametrize("fmt", ["table", "json", "jsonl", "csv", "markdown"])
+def test_a_sweep_traced_in_runs_writes_what_one_run_writes(monkeypatch, fmt):
+    """More inputs than ``pipeline.STREAM_RUN`` are traced run by run and each document or table
+    written as it comes: the bytes equal those of one run holding every trace."""
+    import resnet_trace.pipeline as pipeline
+
+    args = ("summary", "--base-dim", "4", "-f", fmt, "-i", "1x3x190-197x224", "-i", "2x3x224x224")
+    whole = _invoke(*args)
+    monkeypatch.setattr(pipeline, "STREAM_RUN", 3)  # 9 inputs: runs of 3, 3 and 3
+    runs = _invoke(*args)
+    assert (runs.exit_code, runs.stdout, runs.stderr) == (whole.exit_code, whole.stdout, whole.stderr)
+    assert whole.exit_code == 3 and whole.stdout.count("190") >= 1  # heights under 193 stop at avgpool
+
+
+def test_a_failure_while_the_output_is_made_is_the_models_not_the_files(tmp_path):
+    """The document is written while the traces are made: an OSError the model raises then (here
+    from registering a hook) is the model's failure, exit 3, and no file or temporary is left."""
+    model = tmp_path / "m.py"
+    model.write_text(HOOK_OSERROR)
+    out = tmp_path / "out.json"
+    result = _invoke("summary", "--model", f"{model}:Net", "-i", "1x4", "-f", "json", "-o", str(out))
+    assert result.exit_code == 3, result.output
+    assert "the model's code failed" in result.stderr and "disk is full" in result.stderr
+    assert "cannot be written" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.py"]

@@ -44,7 +44,7 @@ from resnet_trace.cli.options import (
     progress,
     with_groups,
 )
-from resnet_trace.cli.output import emit_differences, finish, reports_of, stopped
+from resnet_trace.cli.output import emit_differences, finish, stopped
 from resnet_trace.cli.streams import _color, _say
 from resnet_trace.errors import ExitCode
 from resnet_trace.layout import BASE_DIM, NUM_CLASSES
@@ -134,7 +134,7 @@ def summary(
     check_outputs({"--output": out.output, "--svg": out.svg}, {"--model": model_file(which.model)})
     check_filter(rows.filter)
     from resnet_trace.choice import TraceOptions
-    from resnet_trace.pipeline import trace_inputs
+    from resnet_trace.pipeline import stream_inputs
 
     options = TraceOptions(
         train=train or budget is not None,
@@ -146,8 +146,8 @@ def summary(
         gpus=gpus,
         shard=shard,
     )
-    traces = trace_inputs(which.choice(), input_calls(input, which.model), options)
-    return finish(traces, reports_of(traces, rows), out)
+    calls = input_calls(input, which.model)
+    return finish(stream_inputs(which.choice(), calls, options), len(calls or [None]), rows, out)
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -251,7 +251,7 @@ def run(
     choice = which.choice()
     with progress(repeat * (len(shapes) if shapes else 1)) as advance:
         traces = trace_inputs(choice, shapes, options, progress=advance)
-    return finish(traces, reports_of(traces, rows), out)
+    return finish(traces, len(traces), rows, out)
 
 
 @app.command(epilog=EXIT_CODES_HELP)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -33,35 +33,57 @@ def write_output(text: str | Iterable[str], output: Path | None, option: str = "
     if named in ("/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"):
         output = None  # the stream itself (the saved one: while a command works, fd 1 is stderr)
     elif named in ("/dev/stderr", "/dev/fd/2", "/proc/self/fd/2"):
-        try:
-            for chunk in _chunks(text):
+        for chunk in _chunks(text):  # what makes a chunk (a trace, a renderer) fails as itself
+            try:
                 sys.stderr.write(chunk)
-            sys.stderr.flush()
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"cannot write to stderr: {getattr(exc, 'strerror', None) or exc}") from None
+                sys.stderr.flush()
+            except (OSError, ValueError) as exc:
+                raise UsageError(f"cannot write to stderr: {getattr(exc, 'strerror', None) or exc}") from None
         return
     if output is None:
-        try:
-            stream = data_stream()
-            for chunk in _chunks(text):
+        stream = data_stream()
+        for chunk in _chunks(text):
+            try:
                 stream.write(chunk)
-            stream.flush()
-        except BrokenPipeError:  # the reader went away (| head): stop quietly
-            _quiet_broken_pipe()
-        except (OSError, ValueError) as exc:  # a full disk behind a redirect, a closed stdout
-            raise UsageError(f"cannot write to stdout: {getattr(exc, 'strerror', None) or exc}") from None
+                stream.flush()
+            except BrokenPipeError:  # the reader went away (| head): stop quietly
+                _quiet_broken_pipe()
+                return
+            except (OSError, ValueError) as exc:  # a full disk behind a redirect, a closed stdout
+                raise UsageError(f"cannot write to stdout: {getattr(exc, 'strerror', None) or exc}") from None
         return
-    chunks = _chunks(text)
+    chunks = _made(_chunks(text))
 
     def write(fh: IO[bytes]) -> None:
         for chunk in chunks:
             fh.write(chunk.encode("utf-8"))
 
-    write_atomically(output, write, f"{option} {str(output)!r}")
+    try:
+        write_atomically(output, write, f"{option} {str(output)!r}")
+    except _Making as failed:  # the temporary file is gone; the failure is what made the chunk
+        raise failed.__cause__ from None  # type: ignore[misc]  # always set by _chunks
+
+
+class _Making(Exception):
+    """What making a chunk raised, carried past the writer's own ``OSError`` handling."""
 
 
 def _chunks(text: str | Iterable[str]) -> Iterable[str]:
     return (text,) if isinstance(text, str) else text
+
+
+def _made(chunks: Iterable[str]) -> Iterator[str]:
+    """``chunks``, an ``Exception`` raised while one is made wrapped in :class:`_Making`, so that
+    inside :func:`write_atomically` no ``OSError`` of a model's reads as the file's."""
+    it = iter(chunks)
+    while True:
+        try:
+            chunk = next(it)
+        except StopIteration:
+            return
+        except Exception as exc:
+            raise _Making() from exc
+        yield chunk
 
 
 def _check_writable(path: Path | None, option: str) -> None:

@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from resnet_trace.cli.files import write_output
 from resnet_trace.cli.streams import _color, _say
 from resnet_trace.errors import ExitCode, UsageError
-from resnet_trace.records import Format, Report
+from resnet_trace.records import Format, Report, Trace
 
 if TYPE_CHECKING:  # the groups' types only: options sits above output
     from resnet_trace.cli.options import OutputFlags, RowFlags
 
 
-def render(reports: list[Report], fmt: Format, output: Path | None) -> Iterator[str]:
+def render(reports: Iterable[Report], fmt: Format, output: Path | None, count: int) -> Iterator[str]:
     """The one format switch: the reports' text in ``fmt``, one input at a time (a sweep of
-    10,000 inputs is written as it is rendered, never held whole)."""
+    10,000 inputs is written as it is rendered, never held whole); ``count`` reports will come."""
     if fmt is Format.JSON:
         from resnet_trace.render.data import json_chunks
 
-        return json_chunks(reports)
+        return json_chunks(reports, count)
     if fmt is Format.JSONL:
         from resnet_trace.render.data import jsonl_chunks
 
@@ -40,28 +40,46 @@ def render(reports: list[Report], fmt: Format, output: Path | None) -> Iterator[
     return table_chunks(reports, color=color, width=width)
 
 
-def save_svg(reports: list[Report], svg: Path | None) -> None:
-    if svg is not None:
-        from resnet_trace.render.table import render_svg
-
-        write_output(render_svg(reports), svg, "--svg")
-
-
-def reports_of(traces: list, rows: RowFlags) -> list[Report]:
-    """Each trace's rows as ``--depth``, ``--collapse`` and ``--filter`` choose them."""
+def finish(traces: Iterable[Trace], count: int, rows: RowFlags, out: OutputFlags) -> int:
+    """Notes on stderr, the reports in ``--format`` to stdout or ``-o`` (and ``--svg``), the exit
+    code. ``traces`` may be a stream of ``count``: each is made a report, written and let go as it
+    comes (its notes said first), unless ``--filter`` (whose "matches no row" comes before any
+    output) or ``--svg`` needs them all."""
     from resnet_trace.goldens import report
 
-    return [report(t, depth=rows.depth, collapse=rows.collapse, filter=rows.filter) for t in traces]
+    def view(t: Trace) -> Report:
+        return report(t, depth=rows.depth, collapse=rows.collapse, filter=rows.filter)
+
+    if rows.filter or out.svg is not None:
+        traces = list(traces)
+        held = [view(t) for t in traces]
+        if held and rows.filter and not any(r.rows for r in held):
+            raise UsageError(f"--filter {rows.filter!r} matches no row")
+    errors: list[tuple[tuple[int, ...], Any]] = []
+    said: set[str] = set()
+
+    def reports() -> Iterator[Report]:
+        for i, t in enumerate(traces):
+            for note in t.notes:
+                if note not in said:
+                    said.add(note)
+                    _say(note)
+            if i == 0:
+                _block_note(t, out.format)
+            errors.append((t.input_shape, t.error))
+            yield view(t)
+
+    write_output(render(reports(), out.format, out.output, count), out.output)
+    if out.svg is not None:
+        from resnet_trace.render.table import render_svg
+
+        write_output(render_svg(held), out.svg, "--svg")
+    return stopped(errors)
 
 
-def finish(traces: list, reports: list[Report], out: OutputFlags) -> int:
-    """Notes on stderr, the reports in ``--format`` to stdout or ``-o`` (and ``--svg``), the exit code."""
-    fmt = out.format
-    if reports and reports[0].filter and not any(r.rows for r in reports):
-        raise UsageError(f"--filter {reports[0].filter!r} matches no row")
-    for note in dict.fromkeys(n for t in traces for n in t.notes):
-        _say(note)
-    m = traces[0].model if traces else None
+def _block_note(t: Trace, fmt: Format) -> None:
+    """How the blocks of a model of your own were found, under the table formats."""
+    m = t.model
     if m is not None and m.block_found and fmt in (Format.TABLE, Format.MARKDOWN):
         how = {
             "repeated": "no module joins its own input stream; the repeated class of the longest "
@@ -72,9 +90,6 @@ def finish(traces: list, reports: list[Report], out: OutputFlags) -> int:
             "the outermost modules that join their own input stream: a residual add or a concatenation",
         )
         _say(f"note: blocks are {m.block or 'none found'} ({how}; set --block)")
-    write_output(render(reports, fmt, out.output), out.output)
-    save_svg(reports, out.svg)
-    return stopped([(t.input_shape, t.error) for t in traces])
 
 
 def stopped(errors: list[tuple[tuple[int, ...], Any]]) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from resnet_trace.records import Report, Trace, dumps
 
@@ -12,20 +12,24 @@ def render_json(reports: Sequence[Report]) -> str:
     return "".join(json_chunks(reports))
 
 
-def json_chunks(reports: Sequence[Report]) -> Iterator[str]:
+def json_chunks(reports: Iterable[Report], count: int | None = None) -> Iterator[str]:
     """:func:`render_json`'s text a document at a time, so that a sweep of 10,000 inputs never
     holds 10,000 dicts or the whole text: an array's items are ``dumps``' text of each document,
-    indented one level more, which is what ``dumps`` of the whole list writes."""
-    if len(reports) == 1:
-        yield dumps(reports[0].to_dict())
+    indented one level more, which is what ``dumps`` of the whole list writes. ``count`` (how
+    many reports there will be) lets ``reports`` be a stream."""
+    if count is None:
+        reports = list(reports)
+        count = len(reports)
+    if count == 1:
+        for report in reports:
+            yield dumps(report.to_dict())
         return
-    if not reports:
-        yield dumps([])
-        return
-    for i, report in enumerate(reports):
+    first = True
+    for report in reports:
         text = dumps(report.to_dict())[:-1].replace("\n", "\n  ")
-        yield ("[\n  " if i == 0 else ",\n  ") + text
-    yield "\n]\n"
+        yield ("[\n  " if first else ",\n  ") + text
+        first = False
+    yield dumps([]) if first else "\n]\n"
 
 
 def render_jsonl(reports: Sequence[Report]) -> str:
@@ -33,7 +37,7 @@ def render_jsonl(reports: Sequence[Report]) -> str:
     return "".join(jsonl_chunks(reports))
 
 
-def jsonl_chunks(reports: Sequence[Report]) -> Iterator[str]:
+def jsonl_chunks(reports: Iterable[Report]) -> Iterator[str]:
     """:func:`render_jsonl`'s lines, one document at a time."""
     for report in reports:
         yield dumps(report.to_dict(), indent=None)

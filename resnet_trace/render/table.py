@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 from rich import box
 from rich.console import Console, Group, RenderableType
@@ -257,29 +258,46 @@ def notes(report: Report) -> list[RenderableType]:
     return out
 
 
-def sweep_table(reports: Sequence[Report]) -> Table:
+@dataclass(frozen=True, slots=True)
+class SweepLine:
+    """One input's line in the sweep table: what it was, where it stopped, its output, its MACs."""
+
+    given: str
+    stopped_at: str | None
+    output: str
+    macs: int
+
+    @classmethod
+    def of(cls, report: Report) -> SweepLine:
+        t = report.trace
+        stopped = None if t.error is None else t.error.module
+        return cls(input_text(t.input_shape, t.inputs), stopped, shape_text(t.output_shape), t.totals.macs)
+
+
+def sweep_table(lines: Sequence[SweepLine]) -> Table:
     """Which inputs pass and which fail, when several were traced."""
     table = Table(title="inputs", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
     for name, justify in (("input", "left"), ("result", "left"), ("output", "left"), ("MACs", "right")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]  # "left"/"right" strings, Rich wants its Literal
-    for report in reports:
-        t = report.trace
-        result = "ok" if t.error is None else f"stopped at {t.error.module}"
+    for line in lines:
+        ok = line.stopped_at is None
         table.add_row(
-            input_text(t.input_shape, t.inputs),
-            Text(result, style="green" if t.error is None else "red"),
-            shape_text(t.output_shape),
-            f"{t.totals.macs:,}" if t.error is None else "",
+            line.given,
+            Text("ok" if ok else f"stopped at {line.stopped_at}", style="green" if ok else "red"),
+            line.output,
+            f"{line.macs:,}" if ok else "",
         )
-    passed = sum(1 for r in reports if r.trace.error is None)
-    table.caption = f"{passed} of {len(reports)} inputs ran through"
+    passed = sum(1 for line in lines if line.stopped_at is None)
+    table.caption = f"{passed} of {len(lines)} inputs ran through"
     return table
 
 
 def renderables(reports: Sequence[Report]) -> list[RenderableType]:
     """The tables, notes and sweep of ``reports``; every name, message and path in them shown by
     :func:`~resnet_trace.printable.printable` (control characters and bidi controls as escapes)."""
-    return [item for group in _groups(reports) for item in group]
+    groups = list(_groups(reports))
+    out = [item for items, _ in groups for item in items]
+    return out + ([sweep_table([line for _, line in groups])] if len(groups) > 1 else [])
 
 
 def make_console(*, color: bool, width: int, record: bool = False) -> Console:
@@ -298,39 +316,39 @@ def make_console(*, color: bool, width: int, record: bool = False) -> Console:
 
 
 def render_table(reports: Sequence[Report], *, color: bool = False, width: int = 160) -> str:
-    """The tables at ``width``, or wider when a table needs it: cells are never cut short."""
+    """The tables at ``width``, each wider when it needs to be: cells are never cut short."""
     return "".join(table_chunks(reports, color=color, width=width))
 
 
-def table_chunks(reports: Sequence[Report], *, color: bool = False, width: int = 160) -> Iterator[str]:
-    """:func:`render_table`'s text, one input's table at a time: a first pass measures every table
-    (the widest sets the console's width for all, as one console would), a second prints each
-    input's items and lets them go, so a sweep never holds thousands of tables at once."""
+def table_chunks(reports: Iterable[Report], *, color: bool = False, width: int = 160) -> Iterator[str]:
+    """:func:`render_table`'s text, one input's table (and notes) at a time, then the sweep table
+    when there were several: a sweep of 10,000 inputs never holds more than one table. Each is
+    printed at ``width``, or at its own table's width where that is wider."""
+    lines = []
+    for items, line in _groups(reports):
+        lines.append(line)
+        yield _printed(items, color=color, width=width)
+    if len(lines) > 1:
+        yield _printed([sweep_table(lines)], color=color, width=width)
+
+
+def _printed(items: list[RenderableType], *, color: bool, width: int) -> str:
     probe = make_console(color=False, width=10_000)
-    need = 0
-    for table in _tables(reports):
-        need = max(need, Measurement.get(probe, probe.options, table).maximum)
-    for items in _groups(reports):
-        console = make_console(color=color, width=max(width, need))
-        console.print(Group(*items))
-        yield console_text(console)
+    need = max(
+        (Measurement.get(probe, probe.options, item).maximum for item in items if isinstance(item, Table)),
+        default=0,
+    )
+    console = make_console(color=color, width=max(width, need))
+    console.print(Group(*items))
+    return console_text(console)
 
 
-def _tables(reports: Sequence[Report]) -> Iterator[Table]:
-    """Only the tables of :func:`_groups`, one at a time: what the first pass measures."""
-    for report in reports:
-        yield trace_table(printable(report))
-    if len(reports) > 1:
-        yield sweep_table(printable(list(reports)))
-
-
-def _groups(reports: Sequence[Report]) -> Iterator[list[RenderableType]]:
-    """What :func:`renderables` holds, one input's items at a time, then the sweep table."""
+def _groups(reports: Iterable[Report]) -> Iterator[tuple[list[RenderableType], SweepLine]]:
+    """Each input's table and notes, shown by :func:`~resnet_trace.printable.printable`, with its
+    line of the sweep table."""
     for report in reports:
         shown = printable(report)
-        yield [trace_table(shown), *notes(shown), Text("")]
-    if len(reports) > 1:
-        yield [sweep_table(printable(list(reports)))]
+        yield [trace_table(shown), *notes(shown), Text("")], SweepLine.of(shown)
 
 
 def console_text(console: Console) -> str:

@@ -109,7 +109,7 @@ def render_csv(reports: Sequence[Report]) -> str:
     return "".join(csv_chunks(reports))
 
 
-def csv_chunks(reports: Sequence[Report]) -> Iterator[str]:
+def csv_chunks(reports: Iterable[Report]) -> Iterator[str]:
     """:func:`render_csv`'s text: the header, then each input's rows as one chunk."""
     yield csv_text(CSV_COLUMNS, [])
     for report in reports:
@@ -160,7 +160,7 @@ def render_markdown(reports: Sequence[Report]) -> str:
     return "".join(markdown_chunks(reports))
 
 
-def markdown_chunks(reports: Sequence[Report]) -> Iterator[str]:
+def markdown_chunks(reports: Iterable[Report]) -> Iterator[str]:
     """:func:`render_markdown`'s text, one input's table at a time."""
     for i, report in enumerate(reports):
         yield ("\n" if i else "") + "\n".join(_markdown_lines(printable([report])[0]))
