@@ -72,3 +72,21 @@ def test_the_model_flags_are_one_group_on_every_command_that_chooses_a_model(cli
         lines = [ln.split()[0] for ln in cli(command, "--help").stdout.splitlines() if ln.startswith("  --")]
         at = lines.index("--base-dim")
         assert lines[at : at + len(model_flags)] == model_flags, command  # together, in one order
+
+
+def test_tree_refuses_skip_which_it_cannot_honour():
+    """``--skip`` names what summary and run report as a block's skip path; a tree has none, so the
+    flag is refused (exit 2, one line), never accepted and ignored."""
+    from typer.testing import CliRunner
+
+    from resnet_trace.cli import app
+
+    result = CliRunner().invoke(
+        app, ["tree", "--base-dim", "4", "--skip", "downsample"], prog_name="resnet-trace"
+    )
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [
+        "resnet-trace: error: --skip names the skip path summary and run report; the tree has none"
+    ]
+    plain = CliRunner().invoke(app, ["tree", "--base-dim", "4"], prog_name="resnet-trace")
+    assert plain.exit_code == 0 and "layer_1" in plain.stdout

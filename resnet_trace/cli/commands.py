@@ -46,7 +46,7 @@ from resnet_trace.cli.options import (
 )
 from resnet_trace.cli.output import emit_differences, finish, stopped
 from resnet_trace.cli.streams import _color, _say
-from resnet_trace.errors import ExitCode
+from resnet_trace.errors import ExitCode, UsageError
 from resnet_trace.layout import BASE_DIM, NUM_CLASSES
 from resnet_trace.records import (
     Depth,
@@ -415,6 +415,8 @@ def tree(
     debug: DebugOpt = False,
 ) -> int:
     """The module tree with parameter counts, marking the modules that never run in a trace."""
+    if which.skip is not None:  # a tree has no skip paths: refused, never ignored
+        raise UsageError("--skip names the skip path summary and run report; the tree has none")
     check_outputs({"--output": output}, {"--model": model_file(which.model)})
     from resnet_trace.api import choice_tree
 
