@@ -48,12 +48,7 @@ def trace_inputs(
     :class:`~resnet_trace.records.InputTensor` records."""
     calls = [as_call(i) for i in inputs or ()]
     if choice.builtin:
-        for c in calls:
-            if plain_shape(c) is None or len(c[0].shape) != 4:
-                raise InvalidValue(
-                    "inputs",
-                    f"--input {spec_text(c)}: the built-in model takes one NxCxHxW float input, e.g. 1x3x224x224",
-                )
+        _check_seed_calls(calls)
     from resnet_trace.recorder.session import model_lock
 
     given = choice.model if isinstance(choice.model, nn.Module) else None
@@ -67,23 +62,38 @@ def trace_inputs(
         return _shape_only(choice, calls, options)
 
 
+def _check_seed_calls(calls: Sequence[Call]) -> None:
+    for c in calls:
+        if plain_shape(c) is None or len(c[0].shape) != 4:
+            raise InvalidValue(
+                "inputs",
+                f"--input {spec_text(c)}: the built-in model takes one NxCxHxW float input, e.g. 1x3x224x224",
+            )
+
+
 _SEEDED = threading.Lock()
 
-#: More shape-only inputs than this are traced this many at a time, each run's traces handed on
-#: before the next run is traced: what ``summary`` holds stays flat in the number of inputs.
+#: More shape-only inputs of the built-in model than this are traced this many at a time, each
+#: run's traces handed on before the next run is traced: what ``summary`` holds stays flat.
 STREAM_RUN = 512
 
 
 def stream_inputs(
     choice: ModelChoice, calls: Sequence[Shape | Call] | None, options: TraceOptions
 ) -> Iterator[Trace]:
-    """:func:`trace_inputs`'s traces, in order, as a stream: a shape-only list of more than
-    :data:`STREAM_RUN` inputs is traced in runs of that many (the model built again for each run),
-    so that a caller who writes each trace as it comes holds one run, not 10,000 traces. A real
-    forward, or a short list, is traced in one go."""
-    if options.real or calls is None or len(calls) <= STREAM_RUN:
+    """:func:`trace_inputs`'s traces, in order, as a stream: the built-in model's shape-only list of
+    more than :data:`STREAM_RUN` inputs is traced in runs of that many, so that a caller who writes
+    each trace as it comes holds one run, not 10,000 traces. Every input is checked before the
+    first run (a refusal comes before any output). A model of your own is traced in one go: its
+    blocks are found from its first input and its file imported once."""
+    if options.real or not choice.builtin or calls is None or len(calls) <= STREAM_RUN:
         yield from trace_inputs(choice, calls, options)
         return
+    every = [as_call(c) for c in calls]
+    _check_seed_calls(every)
+    target = build(choice)  # on meta: the seed's channels, for every input's check up front
+    for c in every:
+        check_call(target, c)
     for start in range(0, len(calls), STREAM_RUN):
         yield from trace_inputs(choice, calls[start : start + STREAM_RUN], options)
 

@@ -106,12 +106,15 @@ def _plain(outputs: Any) -> tuple[Any, list[tuple[str, Any]]]:
                 seen[id(value)] = value
                 tensors.append((where, value))
             return value
-        if isinstance(value, _LEAVES) or isinstance(value, (torch.Size, torch.dtype, torch.device)):
-            return value
-        if type(value).__module__ == "numpy":
+        if type(value).__module__ == "numpy":  # first: np.float64 and np.str_ are also float and str
             converted = _from_numpy(value, where)
             if converted is not value:
                 return walk(converted, where, depth)
+        if type(value) in _LEAVES or isinstance(value, (torch.Size, torch.dtype, torch.device)):
+            return value
+        for leaf in _LEAVES[2:]:  # a subclass (an IntEnum, a str of its own) pickles as itself: its base
+            if isinstance(value, leaf):
+                return leaf(value)  # type: ignore[arg-type]  # value is a leaf's subclass
         if depth >= MAX_DEPTH:
             raise UsageError(
                 f"the output is nested deeper than {MAX_DEPTH} containers (at {where}); it was not saved"
@@ -153,9 +156,11 @@ def _from_numpy(value: Any, where: str) -> Any:
     if isinstance(value, numpy.generic):
         return value.item()
     if isinstance(value, numpy.ndarray):
+        if not value.dtype.isnative:  # big-endian data: torch holds native byte order only
+            value = value.astype(value.dtype.newbyteorder("="))
         try:
             return torch.from_numpy(numpy.array(value, copy=not value.flags.writeable))
-        except TypeError:
+        except (TypeError, ValueError):
             raise UsageError(
                 f"{where} is a numpy array of {value.dtype}, which torch has no type for"
             ) from None

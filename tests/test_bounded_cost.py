@@ -129,3 +129,35 @@ def test_a_failure_while_the_output_is_made_is_the_models_not_the_files(tmp_path
     assert "the model's code failed" in result.stderr and "disk is full" in result.stderr
     assert "cannot be written" not in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.py"]
+
+
+def test_a_refused_input_in_a_later_run_is_refused_before_any_output(monkeypatch):
+    """Every input of a streamed sweep is checked before the first run is traced: a 4-channel
+    input after 5 good ones (runs of 3) is exit 2 with nothing on stdout, as an unstreamed list is."""
+    import resnet_trace.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "STREAM_RUN", 3)
+    result = _invoke(
+        "summary", "--base-dim", "4", "-f", "jsonl", "-i", "1x3x220-224x224", "-i", "1x4x224x224"
+    )
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    assert "has 4 channels" in result.stderr
+
+
+@POSIX
+def test_a_reader_that_goes_away_still_gets_the_exit_code_of_every_input():
+    """``| head -1`` reads one document and closes the pipe; the inputs after it still count: the
+    one that stops is named on stderr and the exit code is 3."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "resnet_trace", "summary", "--base-dim", "4", "-f", "jsonl",
+         "-i", "1x3x200-224x224", "-i", "1x3x1x224"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 3, err
+    assert json.loads(first)["input_shape"] == [1, 3, 200, 224]
+    assert "1x3x1x224: stopped at avgpool" in err and "Traceback" not in err

@@ -247,3 +247,27 @@ def test_a_signal_as_the_temporary_file_is_created_leaves_nothing(tmp_path, name
     assert "survived" not in proc.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.pt"]
     assert target.read_bytes() == b"old"
+
+
+def test_numpy_scalars_subclassed_leaves_and_big_endian_arrays_read_back_weights_only(tmp_path):
+    """np.float64 and np.str_ are also float and str, an IntEnum is also an int: each is written as
+    the plain value, never pickled as its own class; a big-endian array becomes a native tensor."""
+    import enum
+
+    import numpy as np
+
+    from resnet_trace.saving import save_outputs
+
+    class Color(enum.IntEnum):
+        RED = 1
+
+    path = tmp_path / "mixed.pt"
+    save_outputs(
+        path,
+        {"s": np.float64(1.5), "t": np.str_("hi"), "c": Color.RED, "be": np.arange(3, dtype=">f4")},
+    )
+    got = torch.load(path, weights_only=True)
+    assert (type(got["s"]), got["s"]) == (float, 1.5)
+    assert (type(got["t"]), got["t"]) == (str, "hi")
+    assert (type(got["c"]), got["c"]) == (int, 1)
+    assert torch.equal(got["be"], torch.tensor([0.0, 1.0, 2.0]))

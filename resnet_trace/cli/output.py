@@ -69,7 +69,10 @@ def finish(traces: Iterable[Trace], count: int, rows: RowFlags, out: OutputFlags
             errors.append((t.input_shape, t.error))
             yield view(t)
 
-    write_output(render(reports(), out.format, out.output, count), out.output)
+    made = reports()
+    write_output(render(made, out.format, out.output, count), out.output)
+    for _ in made:  # the reader went away (| head): every input still counts for the exit code
+        pass
     if out.svg is not None:
         from resnet_trace.render.table import render_svg
 
