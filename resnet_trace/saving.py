@@ -208,9 +208,8 @@ def _one_array(tensors: list[tuple[str, Any]], label: str) -> Any:
 
     where, t = tensors[0]
     if t.layout != torch.strided or t.is_quantized:
-        raise UsageError(
-            f"{label}: {where} is a {str(t.layout).removeprefix('torch.')} tensor; name a .pt file"
-        )
+        kind = "quantized" if t.is_quantized else str(t.layout).removeprefix("torch.")
+        raise UsageError(f"{label}: {where} is a {kind} tensor; name a .pt file")
     t = t.detach()
     if type(t) is not torch.Tensor:
         t = t.as_subclass(torch.Tensor)

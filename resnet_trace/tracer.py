@@ -128,10 +128,8 @@ def _forward(target: Target, x: Any, session: HookSession, train: bool) -> Forwa
 
 
 def _shape_only(feed: Feed) -> bool:
-    """Whether this forward runs on fake or meta tensors, where nothing real is allocated: a
-    ``MemoryError`` there is the model's own code (exit 3, named), never the input's size."""
-    first = feed.first
-    return isinstance(first, torch.Tensor) and (first.device.type == "meta" or is_fake(first))
+    """On fake or meta tensors nothing real is allocated: a ``MemoryError`` is the model's (exit 3)."""
+    return isinstance(x := feed.first, torch.Tensor) and (x.device.type == "meta" or is_fake(x))
 
 
 def find_block_types(target: Target, x: Any) -> tuple[type[nn.Module], ...]:
@@ -386,6 +384,10 @@ def real_forward(
             what = f"{saved.tensors:,} tensor{'s' if saved.tensors != 1 else ''}, {human(saved.nbytes)}"
             note = f"note: the outputs ({what}) are saved in {save_output}"
             t = dataclasses.replace(t, notes=(*t.notes, note))
+    elif save_output is not None:  # nothing to save: say so, an older file there is not this run's
+        t = dataclasses.replace(
+            t, notes=(*t.notes, f"note: the forward stopped; nothing saved in {save_output}")
+        )
     return t
 
 

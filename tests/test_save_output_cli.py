@@ -141,3 +141,30 @@ def test_a_bad_suffix_is_refused_before_the_forward(tmp_path, monkeypatch):
     monkeypatch.setattr(tracer, "run_forward", no_forward)
     result = _invoke("run", "--base-dim", "4", "--save-output", str(tmp_path / "o.csv"))
     assert result.exit_code == USAGE, result.output
+
+
+FAILS_ON_REAL = """
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        if not hasattr(x, "fake_mode") and x.device.type != "meta":
+            raise ValueError("real inputs refused")
+        return self.fc(x)
+"""
+
+
+def test_a_forward_that_stops_saves_nothing_and_says_so(tmp_path):
+    """Exit 3, and a note that nothing was saved: an older file at that path is not this run's."""
+    model = tmp_path / "fails.py"
+    model.write_text(FAILS_ON_REAL)
+    out = tmp_path / "o.pt"
+    result = _invoke("run", "--model", f"{model}:Net", "-i", "1x4", "--save-output", str(out))
+    assert result.exit_code == 3, result.output
+    assert f"note: the forward stopped; nothing saved in {out}" in result.stderr
+    assert not out.exists()
