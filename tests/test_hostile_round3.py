@@ -227,26 +227,26 @@ def test_fd_1_is_stderr_while_user_code_runs(tmp_path, fmt):
         assert rows[0][:3] == ["input", "error", "name"] and len(rows) > 1
 
 
+def _run_json(model: Path) -> list[str]:
+    """``run --model MODEL:Net --input 1x4 -f json`` as a child's argv."""
+    return [
+        sys.executable,
+        "-m",
+        "resnet_trace",
+        "run",
+        "--model",
+        f"{model}:Net",
+        "--input",
+        "1x4",
+        "-f",
+        "json",
+    ]
+
+
 @POSIX
 def test_a_model_that_closes_stdout_cannot_close_the_document(tmp_path):
     model = write_model(tmp_path, STDOUT_MODEL.format(kind="close-stdout"))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "resnet_trace",
-            "run",
-            "--model",
-            f"{model}:Net",
-            "--input",
-            "1x4",
-            "-f",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = subprocess.run(_run_json(model), capture_output=True, text=True, timeout=120)
     assert proc.returncode == OK, proc.stderr
     assert standard_json(proc.stdout)["output_shape"] == [1, 3]
 
@@ -362,24 +362,7 @@ def test_a_huge_expanded_output_costs_its_storage_not_its_size(tmp_path):
     distinct element; the run stays under 1.5 GB."""
     model = write_model(tmp_path, EXPANDED_OUTPUT_MODEL)
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            _PEAK,
-            sys.executable,
-            "-m",
-            "resnet_trace",
-            "run",
-            "--model",
-            f"{model}:Net",
-            "--input",
-            "1x4",
-            "-f",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
+        [sys.executable, "-c", _PEAK, *_run_json(model)], capture_output=True, text=True, timeout=180
     )
     got = json.loads(proc.stdout)
     assert got["code"] == OK, got["err"]

@@ -50,16 +50,17 @@ def finish(traces: Iterable[Trace], count: int, rows: RowFlags, out: OutputFlags
     def view(t: Trace) -> Report:
         return report(t, depth=rows.depth, collapse=rows.collapse, filter=rows.filter)
 
+    pairs: Iterable[tuple[Trace, Report]] = ((t, view(t)) for t in traces)
+    held: list[tuple[Trace, Report]] | None = None
     if rows.filter or out.svg is not None:
-        traces = list(traces)
-        held = [view(t) for t in traces]
-        if held and rows.filter and not any(r.rows for r in held):
+        pairs = held = list(pairs)
+        if held and rows.filter and not any(r.rows for _, r in held):
             raise UsageError(f"--filter {rows.filter!r} matches no row")
     errors: list[tuple[tuple[int, ...], Any]] = []
     said: set[str] = set()
 
     def reports() -> Iterator[Report]:
-        for i, t in enumerate(traces):
+        for i, (t, r) in enumerate(pairs):
             for note in t.notes:
                 if note not in said:
                     said.add(note)
@@ -67,16 +68,16 @@ def finish(traces: Iterable[Trace], count: int, rows: RowFlags, out: OutputFlags
             if i == 0:
                 _block_note(t, out.format)
             errors.append((t.input_shape, t.error))
-            yield view(t)
+            yield r
 
     made = reports()
     write_output(render(made, out.format, out.output, count), out.output)
     for _ in made:  # the reader went away (| head): every input still counts for the exit code
         pass
-    if out.svg is not None:
+    if out.svg is not None and held is not None:
         from resnet_trace.render.table import render_svg
 
-        write_output(render_svg(held), out.svg, "--svg")
+        write_output(render_svg([r for _, r in held]), out.svg, "--svg")
     return stopped(errors)
 
 
