@@ -53,7 +53,14 @@ def measure(cmd: Sequence[str], pythonpath: str, codes: tuple[int, ...]) -> Samp
     with tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         proc = subprocess.Popen(
-            list(cmd), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env
+            list(cmd),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=env,
+            # Not this checkout: ``python -m`` puts the working folder first on sys.path, before
+            # PYTHONPATH, and the baseline would run this checkout's code.
+            cwd=tempfile.gettempdir(),
         )
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start

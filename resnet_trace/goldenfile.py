@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from resnet_trace.errors import UsageError
+from resnet_trace.goldenschema import schema_problem
 from resnet_trace.records import SCHEMA_ID, Depth
 
 #: A golden file larger than this is refused unread (a trace of the seed at --depth layer is ~100 KB).
@@ -122,7 +123,7 @@ def _lines(text: str, path: Path) -> list[object]:
     return docs
 
 
-_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
+DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
 _SPACE = re.compile(r"[ \t\n\r]*")  # JSON's whitespace
 
 
@@ -144,7 +145,7 @@ def _array(text: str, path: Path) -> list[object] | None:
         while not (text.startswith("]", pos) and not docs):  # "[]", or a value after "[" or ","
             if len(docs) == MAX_DOCUMENTS:
                 raise _too_many(path)
-            doc, end = _DECODER.raw_decode(text, pos)
+            doc, end = DECODER.raw_decode(text, pos)
             docs.append(seen.setdefault(text[pos:end], doc))
             pos = _skip(text, end)
             if text.startswith("]", pos):
@@ -176,163 +177,13 @@ def load_documents(path: Path) -> list[dict]:
             continue
         checked.add(id(doc))
         try:
-            problem = _malformed(doc) or _schema_problem(doc)
+            problem = malformed(doc) or schema_problem(doc)
         except RecursionError:
             problem = "it is nested too deeply"
         if problem:
             where = f" (document {i + 1})" if len(docs) > 1 else ""
             raise UsageError(f"{str(path)!r} is not a valid resnet-trace document{where}: {problem}")
     return docs
-
-
-_validator: list = []  # (the compiled schema validator, the row relaxer), once; [None] without jsonschema
-
-
-def _schema_problem(doc: dict) -> str | None:
-    """The first place ``doc`` breaks the JSON Schema, or None (also when jsonschema is missing).
-
-    Linear, and fast on large traces: each row is first *relaxed* (:func:`_relaxer`: a free string
-    becomes ``""``, a count at or above its minimum becomes the minimum, everything else kept), and
-    only distinct relaxed rows are validated. A relaxed row is valid exactly when the row is, and a
-    trace's rows share a few dozen shapes: 300,000 rows are a few hundred validations, not 300,000.
-    """
-    if not _validator:
-        try:
-            import jsonschema
-        except ImportError:
-            _validator.append(None)
-        else:
-            from importlib.resources import files
-
-            schema = json.loads(files("resnet_trace").joinpath("schema.json").read_text(encoding="utf-8"))
-            cls = jsonschema.validators.validator_for(schema)
-            rows = (schema.get("properties") or {}).get("rows") or {}
-            plain = set(rows) - _NOTES <= {"type", "items"} and rows.get("type") == "array"
-            relax = (
-                _relaxer(rows.get("items"), schema) if plain and isinstance(rows.get("items"), dict) else None
-            )
-            _validator.append((cls(schema), relax))
-    if _validator[0] is None:
-        return None
-    import jsonschema
-
-    validator, relax = _validator[0]
-    index: list[int] | None = None
-    rows = doc.get("rows")
-    if relax is not None and isinstance(rows, list):
-        seen: set[str] = set()
-        kept, index = [], []
-        for i, row in enumerate(rows):
-            relaxed = relax(row)
-            key = repr(relaxed)  # rows of one writer keep one key order; another order only dedupes less
-            if key not in seen:
-                seen.add(key)
-                kept.append(relaxed)
-                index.append(i)
-        doc = {**doc, "rows": kept}
-    error = jsonschema.exceptions.best_match(validator.iter_errors(doc))
-    if error is None:
-        return None
-    path = list(error.absolute_path)
-    if index is not None and len(path) > 1 and path[0] == "rows" and isinstance(path[1], int):
-        path[1] = index[path[1]]  # the first row of its kind, by its place in the file
-    where = ".".join(str(p) for p in path) or "the document"
-    return f"{where}: {error.message[:200]}"
-
-
-#: Schema keywords that say nothing about validity.
-_NOTES = {"description", "title", "$comment", "examples", "default"}
-#: The JSON types of a parsed value, by its Python type (a bool is an int to Python, not to JSON).
-_JSON_TYPES: dict[type, tuple[str, ...]] = {
-    bool: ("boolean",),
-    int: ("integer", "number"),
-    float: ("number",),
-    str: ("string",),
-    list: ("array",),
-    dict: ("object",),
-    type(None): ("null",),
-}
-
-
-def _relaxer(node: Any, root: dict) -> Any:
-    """A function that rewrites a value the schema ``node`` checks into one it accepts exactly when
-    it accepts the value, with the free parts made equal (a string any string may be becomes
-    ``""``; a number within its only bounds becomes its minimum); None where ``node`` says more
-    than these keywords can carry over (an ``enum``, a ``pattern``...), and the value stays itself.
-    """
-    if not isinstance(node, dict):
-        return None
-    ref = node.get("$ref")
-    if isinstance(ref, str):
-        if set(node) - _NOTES != {"$ref"} or not ref.startswith("#/"):
-            return None
-        target: Any = root
-        for part in ref[2:].split("/"):
-            target = target.get(part) if isinstance(target, dict) else None
-        return _relaxer(target, root)
-    keys = set(node) - _NOTES
-    kind = node.get("type")
-    types = {kind} if isinstance(kind, str) else set(kind) if isinstance(kind, list) else set()
-    if keys == {"type"} and "string" in types and types <= {"string", "null"}:
-        return lambda v: "" if isinstance(v, str) else v
-    if (
-        keys <= {"type", "minimum", "maximum"}
-        and types & {"integer", "number"}
-        and types <= {"integer", "number", "null"}
-    ):
-        low, high = node.get("minimum"), node.get("maximum")
-        floats = "number" in types
-        floor = low if low is not None else 0
-        if high is not None and floor > high:
-            return None
-
-        def number(v: Any) -> Any:
-            ok = type(v) is int or (floats and type(v) is float)
-            if ok and (low is None or v >= low) and (high is None or v <= high):
-                return floor
-            return v
-
-        return number
-    if keys <= {"type", "items", "minItems", "maxItems"} and "array" in types and types <= {"array", "null"}:
-        inner = _relaxer(node.get("items"), root)
-        if inner is None:
-            return None
-        return lambda v: [inner(x) for x in v] if isinstance(v, list) else v
-    if keys <= {"type", "properties", "required", "additionalProperties"} and types == {"object"}:
-        if not isinstance(node.get("additionalProperties", True), bool):
-            return None
-        props = {
-            k: r
-            for k, sub in (node.get("properties") or {}).items()
-            if (r := _relaxer(sub, root)) is not None
-        }
-        if not props:
-            return None
-        return lambda v: (
-            {k: props[k](x) if k in props else x for k, x in v.items()} if isinstance(v, dict) else v
-        )
-    if len(keys) == 1 and keys <= {"anyOf", "oneOf"}:
-        branches = node[next(iter(keys))]
-        if not isinstance(branches, list) or not all(isinstance(b, dict) and "type" in b for b in branches):
-            return None
-        typed = [
-            ({b["type"]} if isinstance(b["type"], str) else set(b["type"]), _relaxer(b, root))
-            for b in branches
-        ]
-        by_type = {}  # a value of this Python type fits one branch alone (the others refuse its type)
-        for cls, names in _JSON_TYPES.items():
-            fits = [r for ts, r in typed if ts.intersection(names)]
-            if len(fits) == 1 and fits[0] is not None:
-                by_type[cls] = fits[0]
-        if not by_type:
-            return None
-
-        def one_of(v: Any) -> Any:
-            r = by_type.get(type(v))
-            return r(v) if r is not None else v
-
-        return one_of
-    return None
 
 
 def _is_shape(value: object, length: int | None = None) -> bool:
@@ -374,7 +225,12 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _malformed(doc: object) -> str | None:
+def named_row(row: object) -> bool:
+    """What ``check`` and ``diff`` need of a row: an object with a name."""
+    return isinstance(row, dict) and isinstance(row.get("name"), str)
+
+
+def malformed(doc: object) -> str | None:
     """What a check or diff would trip over, in words; None when the document is usable."""
     if not isinstance(doc, dict):
         return "not a JSON object"
@@ -422,7 +278,7 @@ def _malformed(doc: object) -> str | None:
     if not isinstance(rows, list):
         return "rows is not a list"
     for n, row in enumerate(rows):
-        if not isinstance(row, dict) or not isinstance(row.get("name"), str):
+        if not named_row(row):
             return f"row {n} has no name"
     if not isinstance(doc.get("totals", {}), dict):
         return "totals is not an object"

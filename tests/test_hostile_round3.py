@@ -584,7 +584,7 @@ def test_the_relaxed_schema_check_agrees_with_the_full_one(good_doc):
     jsonschema = pytest.importorskip("jsonschema")
     from importlib.resources import files
 
-    from resnet_trace.goldenfile import _schema_problem
+    from resnet_trace.goldenschema import schema_problem as _schema_problem
 
     schema = json.loads(files("resnet_trace").joinpath("schema.json").read_text(encoding="utf-8"))
     plain = jsonschema.validators.validator_for(schema)(schema)
