@@ -66,11 +66,11 @@ def save_outputs(path: str | os.PathLike[str], outputs: Any, *, label: str | Non
     plain, tensors = _plain(outputs)
     for where, t in tensors:
         _check_has_values(where, t)
-    nbytes = sum(t.numel() * t.element_size() for _, t in tensors)
+    array = _one_array(tensors, label) if suffix == ".npy" else None  # a layout numpy lacks: said first
+    nbytes = sum(_file_bytes(t) for _, t in tensors)
     if st is None or stat.S_ISREG(st.st_mode):
         _check_disk(real, nbytes, label)
-    if suffix == ".npy":
-        array = _one_array(tensors, label)
+    if array is not None:
         _write_npy(path, array, label)
     else:
         _write_pt(path, plain, tensors, label)
@@ -176,8 +176,25 @@ def _check_has_values(where: str, t: Any) -> None:
         )
 
 
+def _file_bytes(t: Any) -> int:
+    """The bytes of ``t``'s values as the file holds them: every logical element of a strided
+    tensor (a view is written as its values), a sparse tensor's indices and values alone."""
+    import torch
+
+    parts: tuple[Any, ...]
+    if t.layout == torch.sparse_coo:
+        parts = (t._indices(), t._values())
+    elif t.layout in (torch.sparse_csr, torch.sparse_bsr):
+        parts = (t.crow_indices(), t.col_indices(), t.values())
+    elif t.layout in (torch.sparse_csc, torch.sparse_bsc):
+        parts = (t.ccol_indices(), t.row_indices(), t.values())
+    else:
+        parts = (t,)
+    return sum(p.numel() * p.element_size() for p in parts)
+
+
 def _check_disk(real: Path, nbytes: int, label: str) -> None:
-    """The file holds every logical element: refuse before writing what the folder cannot take."""
+    """Refuse before writing what the folder cannot take (``nbytes``: the values the file holds)."""
     folder = real.parent if str(real.parent) else Path(".")
     try:
         st = os.statvfs(folder)
