@@ -22,6 +22,7 @@ from unittest import mock
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_golden_scale import small_doc
 
 from resnet_trace import goldenfile
 from resnet_trace.diffing import compare_all, diff
@@ -30,28 +31,9 @@ from resnet_trace.errors import UsageError
 NAMES = ["stem", "layer_1.0", "layer_1.1", "layer_2.0", "fc_layer", "relu"]
 
 
-def doc(rows: list[dict], h: int = 224, **head) -> dict:
-    return {
-        "schema": "resnet-trace/1",
-        "command": "summary",
-        "model": {
-            "base_dim": 4,
-            "num_classes": 2,
-            "variant": "fixed",
-            "head": "avgpool7",
-            "source": "builtin",
-        },
-        "device": "meta",
-        "dtype": "float32",
-        "input_shape": [1, 3, h, 224],
-        "output_shape": [1, 2],
-        "depth": "block",
-        "filter": None,
-        "rows": rows,
-        "totals": {"params": 10, "params_unused": 0, "macs": 20, "unused_modules": []},
-        "error": None,
-        **head,
-    }
+def doc(rows: list[dict], h: int = 224) -> dict:
+    """The seed's document at base 4 (tests/test_golden_scale.py) holding ``rows``."""
+    return {**small_doc(h), "filter": None, "rows": rows}
 
 
 def row(name: str, macs: int = 0, params: int = 0, shape: int = 8) -> dict:
