@@ -8,11 +8,11 @@ model built on ``meta``. Two starts (2 and 4 ranks) carry every distributed chec
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
 import torch
+from sharding_builds import fails_on_rank_1, frozen_seed, gpt2_model, hangs_on_rank_1, seed_model
 from torch import nn
 
 from resnet_trace.choice import ModelChoice
@@ -40,28 +40,7 @@ ADAM = 2  # exp_avg and exp_avg_sq
 
 
 # --- the models, built the same way in every rank and on meta ------------------------------------
-
-
-def seed_model() -> nn.Module:
-    """``ResNet(4, 3)``'s parameters exactly; the adaptive head (no parameters) takes a cheap 32x32."""
-    return ResNet(4, 3, head="adaptive")
-
-
-def frozen_seed() -> nn.Module:
-    """The seed with its stem, a whole block and the head's bias frozen: no grad, no state."""
-    model = seed_model()
-    for p in [*model.layer_1.parameters(), *model.layer_2[1].parameters(), model.fc_layer.bias]:
-        p.requires_grad_(False)
-    return model
-
-
-def gpt2_config() -> transformers.GPT2Config:
-    # odd sizes, so that dim-0 chunks are uneven at 2 and 4 ranks
-    return transformers.GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=503, n_positions=37)
-
-
-def gpt2_model() -> nn.Module:
-    return transformers.GPT2LMHeadModel(gpt2_config())
+# (the builds live in tests/sharding_builds.py: a rank imports the module of the build it unpickles)
 
 
 def seed_unread(model: nn.Module) -> list[str]:
@@ -258,18 +237,6 @@ def test_scalar_parameters_cannot_be_fully_sharded():
 
 
 # --- failures end every rank ----------------------------------------------------------------------
-
-
-def fails_on_rank_1() -> nn.Module:
-    if os.environ.get("RANK") == "1":
-        raise RuntimeError("rank one cannot build\nsecond line")
-    return nn.Linear(2, 2)
-
-
-def hangs_on_rank_1() -> nn.Module:
-    if os.environ.get("RANK") == "1":
-        time.sleep(600)
-    return nn.Linear(2, 2)
 
 
 def test_a_failing_rank_ends_the_others_with_one_line():
