@@ -110,34 +110,24 @@ def _too_many(path: Path) -> UsageError:
     )
 
 
-class _Repeats:
-    """Documents by a digest of their text: a document whose text repeats an earlier one's is that
+def _digest(text: str) -> bytes:
+    """What a document's text is known by: a document whose text repeats an earlier one's is that
     one object (checked once), and no document's text is kept to know it."""
-
-    def __init__(self) -> None:
-        self._docs: dict[bytes, object] = {}
-
-    @staticmethod
-    def _digest(text: str) -> bytes:
-        return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-
-    def get(self, text: str) -> object | None:
-        return self._docs.get(self._digest(text))
-
-    def add(self, text: str, doc: object) -> object:
-        self._docs.setdefault(self._digest(text), doc)
-        return doc
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 def _lines(text: str, path: Path) -> list[object]:
     """JSON lines, one document a line; a line that repeats an earlier one is the same object."""
-    seen = _Repeats()
+    seen: dict[bytes, object] = {}
     docs: list[object] = []
     for line in text.splitlines():
         if line.strip():
             if len(docs) == MAX_DOCUMENTS:
                 raise _too_many(path)
-            docs.append(seen.get(line) or seen.add(line, _loads(line)))
+            key = _digest(line)
+            if key not in seen:
+                seen[key] = _loads(line)
+            docs.append(seen[key])
     return docs
 
 
@@ -156,7 +146,7 @@ def _array(text: str, path: Path) -> list[object] | None:
     pos = _skip(text, 0)
     if not text.startswith("[", pos):
         return None
-    seen = _Repeats()
+    seen: dict[bytes, object] = {}
     docs: list[object] = []
     pos = _skip(text, pos + 1)
     try:
@@ -164,7 +154,7 @@ def _array(text: str, path: Path) -> list[object] | None:
             if len(docs) == MAX_DOCUMENTS:
                 raise _too_many(path)
             doc, end = DECODER.raw_decode(text, pos)
-            docs.append(seen.get(text[pos:end]) or seen.add(text[pos:end], doc))
+            docs.append(seen.setdefault(_digest(text[pos:end]), doc))
             pos = _skip(text, end)
             if text.startswith("]", pos):
                 break

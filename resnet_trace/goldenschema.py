@@ -42,12 +42,15 @@ class DistinctRows:
 
     def __init__(self) -> None:
         tools = _schema_tools()
+        self._checked = tools is not None  # without jsonschema nothing is validated: nothing kept
         self._relax = tools[1] if tools is not None else None
         self._seen: set[str] = set()
         self.kept: list[Any] = []
         self.index: list[int] = []
 
     def add(self, place: int, row: Any) -> None:
+        if not self._checked:
+            return
         if self._relax is not None:
             row = self._relax(row)
             key = repr(row)  # rows of one writer keep one key order; another order only dedupes less

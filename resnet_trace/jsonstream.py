@@ -18,7 +18,12 @@ from typing import BinaryIO
 #: JSON's whitespace.
 _SPACE = re.compile(r"[ \t\n\r]*")
 #: Everything ``str.splitlines`` breaks a line at: JSON lines are lines in its sense.
-LINE_BREAKS = re.compile("[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+#: What may follow a number's first digits: a number the window ends in may go on past it.
+_NUMBER_TAIL = re.compile(r"[0-9.eE+\-]*\Z")
+#: A value nested deeper than this is :class:`Unexpected`: parsed alone, a value is shallower than
+#: inside its document, and whether Python's recursion limit refuses it is the whole read's to say.
+MAX_DEPTH = 200
 
 
 class Unexpected(Exception):
@@ -51,7 +56,10 @@ class JsonReader:
         parts = [self.text[self.pos :]]
         got = 0
         while got < at_least and not self.eof:
-            data = self._fh.read(max(self._chunk, at_least - got))
+            try:
+                data = self._fh.read(max(self._chunk, at_least - got))
+            except OSError as exc:  # a failing disk: the whole read says it in its words
+                raise Unexpected("cannot be read") from exc
             self._read += len(data)
             if self._read > self._limit:
                 raise Unexpected("larger than the limit")
@@ -95,11 +103,14 @@ class JsonReader:
             except (ValueError, RecursionError) as exc:  # a value cut short, or one that is wrong
                 if self.eof:
                     raise Unexpected(str(exc)[:200]) from exc
+                self._more(len(self.text) - self.pos + self._chunk)  # the window doubles: linear
+                continue
+            if not self.eof and _NUMBER_TAIL.match(self.text, end):  # a number may go on past the window
                 self._more(len(self.text) - self.pos + self._chunk)
                 continue
-            if end == len(self.text) and not self.eof:  # a number may go on past the window
-                self._more(self._chunk)
-                continue
+            if self.text.count("[", self.pos, end) + self.text.count("{", self.pos, end) > MAX_DEPTH:
+                if _deeper_than(value, MAX_DEPTH):
+                    raise Unexpected("nested deeply")
             self._consume(end)
             return value
 
@@ -114,6 +125,18 @@ class JsonReader:
     def consumed_breaks(self) -> int:
         """Line breaks in everything consumed so far (each character is counted once)."""
         if self.pos > self._counted:
-            self._breaks += len(LINE_BREAKS.findall(self.text, self._counted, self.pos))
+            self._breaks += sum(self.text.count(c, self._counted, self.pos) for c in LINE_BREAKS)
             self._counted = self.pos
         return self._breaks
+
+
+def _deeper_than(value: object, limit: int) -> bool:
+    """Whether ``value`` nests lists and dicts more than ``limit`` deep (walked without recursion)."""
+    todo = [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, (list, dict)):
+            if depth > limit:
+                return True
+            todo.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return False

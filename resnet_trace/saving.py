@@ -66,12 +66,12 @@ def save_outputs(path: str | os.PathLike[str], outputs: Any, *, label: str | Non
     plain, tensors = _plain(outputs)
     for where, t in tensors:
         _check_has_values(where, t)
-    array = _one_array(tensors, label) if suffix == ".npy" else None  # a layout numpy lacks: said first
+    one = _one_tensor(tensors, label) if suffix == ".npy" else None  # what numpy lacks: said first
     nbytes = sum(_file_bytes(t) for _, t in tensors)
     if st is None or stat.S_ISREG(st.st_mode):
-        _check_disk(real, nbytes, label)
-    if array is not None:
-        _write_npy(path, array, label)
+        _check_disk(real, nbytes, label)  # before any copy: a view or a GPU tensor is copied to write it
+    if one is not None:
+        _write_npy(path, _as_array(one), label)
     else:
         _write_pt(path, plain, tensors, label)
     return SavedOutputs(path=str(path), suffix=suffix, tensors=len(tensors), nbytes=nbytes)
@@ -209,8 +209,8 @@ def _check_disk(real: Path, nbytes: int, label: str) -> None:
 
 
 # -- .npy ---------------------------------------------------------------------------------------
-def _one_array(tensors: list[tuple[str, Any]], label: str) -> Any:
-    """The one tensor of a ``.npy`` file, as a numpy array over the same memory (a view stays one)."""
+def _one_tensor(tensors: list[tuple[str, Any]], label: str) -> Any:
+    """The one tensor of a ``.npy`` file, refused when numpy cannot hold it; nothing is copied yet."""
     if len(tensors) != 1:
         where = ", ".join(w for w, _ in tensors[:3]) + (", ..." if len(tensors) > 3 else "")
         held = f"holds {len(tensors)} tensors ({where})" if tensors else "holds no tensor"
@@ -227,17 +227,24 @@ def _one_array(tensors: list[tuple[str, Any]], label: str) -> Any:
     if t.layout != torch.strided or t.is_quantized:
         kind = "quantized" if t.is_quantized else str(t.layout).removeprefix("torch.")
         raise UsageError(f"{label}: {where} is a {kind} tensor; name a .pt file")
-    t = t.detach()
-    if type(t) is not torch.Tensor:
-        t = t.as_subclass(torch.Tensor)
-    t = t.cpu().resolve_conj().resolve_neg()
     try:
-        return t.numpy()
+        torch.empty(0, dtype=t.dtype).numpy()  # the dtype asked of numpy on an empty tensor
     except (TypeError, RuntimeError):
         name = str(t.dtype).removeprefix("torch.")
         raise UsageError(
             f"{label}: numpy has no type for {name} ({where}'s dtype); name a .pt file to keep it"
         ) from None
+    return t
+
+
+def _as_array(t: Any) -> Any:
+    """``t`` as a numpy array over the same memory where it can be (a CPU view stays one)."""
+    import torch
+
+    t = t.detach()
+    if type(t) is not torch.Tensor:
+        t = t.as_subclass(torch.Tensor)
+    return t.cpu().resolve_conj().resolve_neg().numpy()
 
 
 def _write_npy(path: Path, array: Any, label: str) -> None:

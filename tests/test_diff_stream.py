@@ -268,12 +268,13 @@ _MEASURE = textwrap.dedent(
 )
 
 
-def _peak_kib(a: Path, b: Path, out: Path) -> tuple[int, bool]:
+def _peak_kib(a: Path, b: Path, out: Path, env: dict | None = None) -> tuple[int, bool]:
     result = subprocess.run(
         [sys.executable, "-c", _MEASURE, "diff", str(a), str(b), "--format", "csv", "-o", str(out)],
         capture_output=True,
         text=True,
         timeout=300,
+        env=env,
     )
     code, peak, torch_loaded = result.stdout.split()
     assert code in ("0", "1"), result.stdout + result.stderr
@@ -281,7 +282,8 @@ def _peak_kib(a: Path, b: Path, out: Path) -> tuple[int, bool]:
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss in KiB, as Linux gives it")
-def test_a_diff_of_two_large_goldens_holds_neither_file(tmp_path):
+@pytest.mark.parametrize("schema", ["jsonschema", "no-jsonschema"])
+def test_a_diff_of_two_large_goldens_holds_neither_file(tmp_path, schema):
     """Two 16 MB goldens of 100,000 rows, every row different (so 100,000 differences are held,
     as the result is): the peak over a diff of two tiny files stays under the two files' size.
     The whole-file reader held about six times it; issue 25 allows twice."""
@@ -292,8 +294,17 @@ def test_a_diff_of_two_large_goldens_holds_neither_file(tmp_path):
         write(tmp_path, f"{name}.json", head.replace('"rows":[]', '"rows":[' + rows + "]"))
     tiny = write(tmp_path, "tiny.json", GOOD)
     both = (tmp_path / "a.json").stat().st_size + (tmp_path / "b.json").stat().st_size
-    floor, floor_torch = _peak_kib(tiny, tiny, tmp_path / "floor.csv")
-    peak, torch_loaded = _peak_kib(tmp_path / "a.json", tmp_path / "b.json", tmp_path / "out.csv")
+    env = None
+    if schema == "no-jsonschema":  # an install without the optional validator (a review found
+        blocker = tmp_path / "blocker" / "jsonschema"  # every row kept there, for no check)
+        blocker.mkdir(parents=True)
+        (blocker / "__init__.py").write_text("raise ImportError('blocked by the test')\n")
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(blocker.parent), os.environ.get("PYTHONPATH", "")]),
+        }
+    floor, floor_torch = _peak_kib(tiny, tiny, tmp_path / "floor.csv", env)
+    peak, torch_loaded = _peak_kib(tmp_path / "a.json", tmp_path / "b.json", tmp_path / "out.csv", env)
     assert not floor_torch and not torch_loaded  # a diff reads data: no torch
     lines = (tmp_path / "out.csv").read_text().splitlines()
     assert len(lines) == n + 1 and lines[1] == "r0,macs,0,1" and lines[-1] == f"r{n - 1},macs,0,1"
@@ -322,3 +333,90 @@ def test_a_golden_that_changes_while_it_is_read_is_read_again_whole(tmp_path, mo
     monkeypatch.setattr(js.JsonReader, "_more", more)
     got = [(d.row, d.field, d.expected, d.got) for d in diff(a, b).differences]
     assert len(readers) == 2 and got == [("fc_layer", "row", "missing", "present")]
+
+
+# -- found by a review: the in-step reader gives up where the whole read would say something else --
+def _whole_read_only(monkeypatch) -> None:
+    from resnet_trace import goldenstream
+    from resnet_trace.jsonstream import Unexpected
+
+    def give_up(path):
+        raise Unexpected("forced")
+        yield
+
+    monkeypatch.setattr(goldenstream, "documents", give_up)
+
+
+def _outcome(a: Path, b: Path) -> tuple:
+    try:
+        return ("ok", list(diff(a, b).differences))
+    except UsageError as exc:
+        return ("refused", str(exc))
+
+
+def test_a_row_nested_near_the_recursion_limit_is_judged_as_the_whole_read_judges_it(tmp_path, monkeypatch):
+    """A row parsed alone is two levels shallower than inside its document: near Python's limit
+    the whole read refuses what the row alone would pass. Deeper than 200 levels, the in-step
+    reader leaves the file to the whole read, at the same call depth (``diff`` forced to read whole)."""
+    limit = sys.getrecursionlimit()
+    good = write(tmp_path, "good.json", GOOD)
+    outcomes = []
+    for depth in [250, *range(limit - 80, limit + 4, 2)]:
+        deep = {**row("stem"), "extra": "DEEP"}
+        text = json.dumps(doc([deep, row("fc_layer")])).replace('"DEEP"', "[" * depth + "]" * depth)
+        bad = write(tmp_path, "deep.json", text)
+        got = _outcome(good, bad)
+        with monkeypatch.context() as m:
+            _whole_read_only(m)
+            assert got == _outcome(good, bad), depth
+        outcomes.append(got[0])
+    assert "ok" in outcomes and "refused" in outcomes, outcomes  # the band was crossed
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/mem"), reason="a regular file whose read fails (Linux)")
+def test_a_read_that_fails_midway_is_cannot_be_read(tmp_path):
+    good = write(tmp_path, "good.json", GOOD)
+    with pytest.raises(UsageError, match=r"'/proc/self/mem' cannot be read: "):
+        diff(good, Path("/proc/self/mem"))
+
+
+def test_a_long_number_costs_a_few_reads_not_one_per_window(tmp_path, monkeypatch):
+    """A 200,000-digit number in a 16-character window: the window doubles while the number
+    goes on (about 14 reads), where growing it by one window at a time took 12,500."""
+    import resnet_trace.jsonstream as js
+
+    real_init, real_more = js.JsonReader.__init__, js.JsonReader._more
+    reads = []
+
+    def small(self, fh, decoder, *, limit, chunk=1 << 20):
+        real_init(self, fh, decoder, limit=limit, chunk=16)
+
+    def counted(self, at_least):
+        reads.append(at_least)
+        real_more(self, at_least)
+
+    monkeypatch.setattr(js.JsonReader, "__init__", small)
+    monkeypatch.setattr(js.JsonReader, "_more", counted)
+    text = json.dumps(doc([row("stem")]))[:-1] + ', "note": 0.' + "1" * 200_000 + "}"
+    a = write(tmp_path, "a.json", text)
+    assert in_step(a, a) == []
+    assert len(reads) < 60, len(reads)
+
+
+@pytest.mark.parametrize("chunk", range(1, 9))
+def test_numbers_cut_by_the_window_are_read_in_step(tmp_path, monkeypatch, chunk):
+    """``1.`` or ``2e`` at a window's end is the start of a number, not the number 1: read in
+    step at every cut (the whole-file reader forbidden), with the whole read's differences."""
+    import resnet_trace.jsonstream as js
+
+    real_init = js.JsonReader.__init__
+
+    def small(self, fh, decoder, *, limit, chunk_=1 << 20, **kw):
+        real_init(self, fh, decoder, limit=limit, chunk=chunk)
+
+    head = {"note": [1.5, -0.25e-3, 2e10, 123456789012345678901234567890, -0.0]}
+    a = write(tmp_path, "a.json", json.dumps(doc([row("stem", macs=12345)]) | head))
+    b = write(tmp_path, "b.json", json.dumps(doc([row("stem", macs=54321)]) | head, indent=1))
+    expected = whole(a, b)
+    monkeypatch.setattr(js.JsonReader, "__init__", small)
+    assert in_step(a, b) == expected and len(expected) == 1

@@ -41,3 +41,27 @@ def test_a_dense_output_still_counts_every_element(tmp_path):
     view = torch.ones(3).expand(5, 3)  # 12 bytes of storage, 60 bytes of values in either file
     assert save_outputs(tmp_path / "v.pt", view).nbytes == 5 * 3 * 4
     assert save_outputs(tmp_path / "v.npy", view).nbytes == 5 * 3 * 4
+
+
+class _OneMiBFree:
+    f_bavail, f_frsize = 256, 4096
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".pt"])
+def test_a_file_larger_than_the_disk_is_refused_before_any_copy(tmp_path, monkeypatch, suffix):
+    """A 1 GiB conjugated view of 8 bytes: the folder has 1 MiB free. The refusal comes before
+    the view is made into values (a copy the size of the file, or a GPU tensor's trip to the CPU)."""
+    from resnet_trace import saving
+
+    monkeypatch.setattr(saving.os, "statvfs", lambda folder: _OneMiBFree())
+    copied = []
+    real_as_array, real_own = saving._as_array, saving._own
+    monkeypatch.setattr(saving, "_as_array", lambda t: copied.append(t) or real_as_array(t))
+    monkeypatch.setattr(saving, "_own", lambda t: copied.append(t) or real_own(t))
+    view = torch.zeros(1, dtype=torch.complex64).expand(2**27).conj()  # 2^27 x 8 bytes = 1 GiB
+    with pytest.raises(UsageError, match=r"would hold 1\.0 GiB of tensor values, over the 1\.0 MiB free"):
+        save_outputs(tmp_path / f"big{suffix}", view)
+    assert copied == [] and list(tmp_path.iterdir()) == []
+    small = torch.arange(6.0).reshape(2, 3)
+    save_outputs(tmp_path / f"small{suffix}", small)  # 24 bytes: written under the same 1 MiB
+    assert copied and (tmp_path / f"small{suffix}").stat().st_size > 24
