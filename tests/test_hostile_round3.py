@@ -414,8 +414,11 @@ def test_ctrl_c_while_torch_is_imported_is_130_and_one_line(delay):
     if proc.returncode == OK:  # the whole run beat the signal: nothing to see
         pytest.skip("the run finished before the signal")
     # Before the entry point's first line (Python's own start, the package's first import) the
-    # signal is Python's: it dies of it. From that line on: one line and 130.
-    assert proc.returncode in (INTERRUPTED, -signal.SIGINT), err
+    # signal is Python's: it dies of it or, inside the import of the site module, ends in its own
+    # fatal error, exit 1 (0.05 s landed there in a parallel run with the cores busy; 12 of 27
+    # signals sent 5-50 ms after the start did here, quiet). From that line on: one line and 130.
+    in_site = proc.returncode == 1 and err.startswith("Fatal Python error: init_import_site")
+    assert proc.returncode in (INTERRUPTED, -signal.SIGINT) or in_site, err
     if proc.returncode == INTERRUPTED:
         assert err == "resnet-trace: interrupted\n" and out == ""
 
