@@ -13,6 +13,9 @@ import sys
 
 import pytest
 
+# one worker under pytest-xdist: these peaks are not measured while another memory test runs
+pytestmark = pytest.mark.xdist_group("memory")
+
 POSIX = pytest.mark.skipif(os.name != "posix", reason="ru_maxrss of a child is POSIX")
 
 SEGMENTATION = """

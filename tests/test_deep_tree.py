@@ -13,6 +13,9 @@ import pytest
 import resnet_trace
 from resnet_trace.records.dicts import _encode_deep, dumps
 
+# one worker under pytest-xdist: the 3,000-level tree (2.6 s) is built once
+pytestmark = pytest.mark.xdist_group("deep_tree")
+
 DEPTH = 3000
 DEEP = """
 from torch import nn

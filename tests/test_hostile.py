@@ -788,6 +788,7 @@ BOMBS = {
 
 @POSIX
 @pytest.mark.skipif(not hasattr(os, "wait4"), reason="needs getrusage of children")
+@pytest.mark.xdist_group("memory")  # one worker under pytest-xdist: the baseline once, no other peak beside
 @pytest.mark.parametrize("case", sorted(BOMBS))
 def test_a_bomb_costs_at_most_300_mb_more_than_a_summary(tmp_path, baseline_peak, case):
     build, code, env = BOMBS[case]

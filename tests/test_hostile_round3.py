@@ -357,6 +357,7 @@ print(json.dumps({"code": p.returncode, "err": p.stderr, "out": p.stdout[:2000],
 
 
 @POSIX
+@pytest.mark.xdist_group("memory")  # under pytest-xdist, no other peak measured beside it
 def test_a_huge_expanded_output_costs_its_storage_not_its_size(tmp_path):
     """2,000,000,000 floats as a view of one (8 GB if materialised): statistics read through the
     distinct element; the run stays under 1.5 GB."""

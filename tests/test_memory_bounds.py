@@ -14,6 +14,9 @@ import pytest
 
 from resnet_trace.units import human
 
+# one worker under pytest-xdist: these peaks are not measured while another memory test runs
+pytestmark = pytest.mark.xdist_group("memory")
+
 USAGE = 2
 GIB = 2**30
 

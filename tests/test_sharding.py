@@ -30,10 +30,15 @@ from resnet_trace.sharding import (
 
 transformers = pytest.importorskip("transformers")
 
-pytestmark = pytest.mark.skipif(
-    not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
-    reason="needs torch.distributed with gloo",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+        reason="needs torch.distributed with gloo",
+    ),
+    # one worker under pytest-xdist: the module's two starts run once, and no other file's ranks
+    # share the cores with them
+    pytest.mark.xdist_group("ranks"),
+]
 
 SHARDS = tuple(Shard)
 ADAM = 2  # exp_avg and exp_avg_sq

@@ -15,6 +15,9 @@ from typer.testing import CliRunner
 
 from resnet_trace.cli import app
 
+# beside tests/test_sharding.py's ranks under pytest-xdist, never at the same time
+pytestmark = pytest.mark.xdist_group("ranks")
+
 SEED = ["--base-dim", "4", "--head", "adaptive", "-i", "2x3x32x32"]
 
 

@@ -40,6 +40,10 @@ def test_two_inputs_json_array_jsonl_lines_table_sections(cli):
     assert isinstance(one, dict) and one == docs[0]
 
 
+#: its tests on one worker under pytest-xdist: the thirty-input sweep (2 s) is run once
+SWEEP30 = pytest.mark.xdist_group("sweep30")
+
+
 @pytest.fixture(scope="module")
 def sweep30():
     """One process, thirty inputs 1x3x190..219x224: every format from the same call shape."""
@@ -60,6 +64,7 @@ def sweep30():
 SWEEP_H = list(range(190, 220))
 
 
+@SWEEP30
 def test_thirty_inputs_json_each_document_consistent(sweep30):
     result = sweep30["json"]
     failing = [h for h in SWEEP_H if failing_module(h, 224)]
@@ -83,6 +88,7 @@ def test_thirty_inputs_json_each_document_consistent(sweep30):
     assert result.stderr and "avgpool" in result.stderr
 
 
+@SWEEP30
 def test_thirty_inputs_jsonl_and_csv_and_table(sweep30):
     docs = json.loads(sweep30["json"].stdout)
     assert sweep30["jsonl"].exit_code == 3
