@@ -137,13 +137,13 @@ def main(argv: list[str]) -> None:
 def _rank(folder: Path, rank: int, world: int, device: str, timeout_s: float) -> list[MeasuredRank]:
     import faulthandler
     import gc
+    import time
     from datetime import timedelta
 
+    started = time.monotonic()
     import torch
     import torch.distributed as dist
 
-    # a hung rank leaves its stacks in its log before the parent ends it
-    faulthandler.dump_traceback_later(max(1.0, timeout_s - 3.0), exit=False)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     # what the engines import on first use (DDP pulls in torch._dynamo), loaded before any level is read
     import torch.distributed.fsdp
@@ -155,6 +155,11 @@ def _rank(folder: Path, rank: int, world: int, device: str, timeout_s: float) ->
     steps: list[Step] = pickle.loads((folder / "steps.pkl").read_bytes())
     gc.collect()
     gc.freeze()  # later collections scan only what the steps make
+    # A hung rank leaves its stacks in its log 3 s before the parent ends it. Armed after the
+    # imports: the dump reads every thread's frames without the GIL, and one taken while this
+    # thread still ran Python (importing torch) could crash the rank; a hang waits in C.
+    left = timeout_s - (time.monotonic() - started)
+    faulthandler.dump_traceback_later(max(1.0, left - 3.0), exit=False)
     store = _store(folder, rank, world, timeout_s)
     if device == Device.CUDA:
         torch.cuda.set_device(rank)
