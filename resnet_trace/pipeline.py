@@ -27,7 +27,7 @@ from resnet_trace.forwardguard import guard_forward
 from resnet_trace.freeze import Sharing
 from resnet_trace.inputs import spec_text
 from resnet_trace.ops import is_fake
-from resnet_trace.prepare import check_call, dtype_of, noted, on_meta, own_copy, with_blocks
+from resnet_trace.prepare import blocks_and_trace, check_call, dtype_of, noted, on_meta, own_copy, with_blocks
 from resnet_trace.realrun import real_traces
 from resnet_trace.records import Device, DType, Optimizer, Precision, Shape, Shard, Trace
 from resnet_trace.spec import InvalidValue
@@ -156,14 +156,21 @@ def _shape_only(choice: ModelChoice, calls: list[Call], options: TraceOptions) -
         _freeze(target, options.trainable)
     calls = calls or [default_call(target)]
     notes = [n for c in calls for n in check_call(target, c)]
-    target = with_blocks(target, calls[0])
     train = options.train
     regime = StepRegime(autocast=precision.dtype_word if precision.autocast else None)
+    first = None  # the first input's trace, from the forward that found the blocks
+    if not train and regime.autocast is None and fake_twin(target) is target:
+        target, first = blocks_and_trace(target, calls[0])
+    else:
+        target = with_blocks(target, calls[0])
     shared = Sharing()  # equal rows, shapes and names of many inputs held once
     with session_of(target, train=train) as session:  # hooks registered once for every size
         traces = []
         for i, c in enumerate(calls, 1):
-            t = shape_only(target, c, command="summary", train=train, session=session, regime=regime)
+            if i == 1 and first is not None:
+                t = first
+            else:
+                t = shape_only(target, c, command="summary", train=train, session=session, regime=regime)
             traces.append(shared.trace(t) if len(calls) > 1 else t)
             _collect_now_and_then(i)
     del shared

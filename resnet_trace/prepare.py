@@ -12,9 +12,11 @@ from torch import nn
 
 from resnet_trace.errors import UsageError
 from resnet_trace.feed import Call, check_names, plain_shape
+from resnet_trace.freeze import freeze_rows
+from resnet_trace.recorder import BlockChoice
 from resnet_trace.records import Device, DType, Shape, Trace
 from resnet_trace.target import Target, check_channels
-from resnet_trace.tracer import fake_twin, find_blocks, placeholder, shape_mode
+from resnet_trace.tracer import fake_twin, find_and_record, find_blocks, placeholder, shape_mode, trace_of
 
 DTYPES = {DType.FLOAT32: torch.float32, DType.FLOAT16: torch.float16, DType.BFLOAT16: torch.bfloat16}
 
@@ -44,11 +46,34 @@ def with_blocks(target: Target, shape: Shape | Call) -> Target:
     twin = fake_twin(target)
     with shape_mode(twin):
         found = find_blocks(twin, placeholder(twin, shape))
+    return _found(target, found)
+
+
+def _found(target: Target, found: BlockChoice) -> Target:
     types = found.types
     info = dataclasses.replace(
         target.info, block=",".join(t.__name__ for t in types), block_found=True, block_rule=found.rule.value
     )
     return dataclasses.replace(target, block_types=types, info=info)
+
+
+def blocks_and_trace(
+    target: Target, shape: Shape | Call, command: str = "summary"
+) -> tuple[Target, Trace | None]:
+    """:func:`with_blocks`, and the shape-only trace of ``shape`` (a plain one: no ``train``, no
+    autocast) with the blocks found, from one forward (:func:`resnet_trace.tracer.find_and_record`).
+    ``target`` is a fake model of this tool's own (:func:`fake_twin` gives it back as it is). The
+    trace is None where the one forward cannot give it: the caller traces ``shape`` again."""
+    if not (target.info.block_found and not target.block_types):
+        return target, None
+    with shape_mode(target):
+        x = placeholder(target, shape)
+        found, fwd = find_and_record(target, x)
+        target = _found(target, found)
+        if fwd is None:
+            return target, None
+        rows = freeze_rows(target, fwd.recorder, timed=False)
+        return target, trace_of(target, fwd, x, command=command, rows=rows)
 
 
 def own_copy(

@@ -149,6 +149,26 @@ def find_blocks(target: Target, x: Any) -> BlockChoice:
     return choose_blocks(target.model, fwd.recorder.joiners)
 
 
+def find_and_record(target: Target, x: Any) -> tuple[BlockChoice, Forward | None]:
+    """:func:`find_blocks`, and the forward of the blocks found from the same forward: its events
+    replayed (:mod:`resnet_trace.recorder.replay`), the rows, skips and totals a second plain forward
+    would record. The forward is None where a replay cannot stand in for it: the forward failed,
+    or it changed the model (a second forward would run the model as it is now)."""
+    from resnet_trace.recorder import choose_blocks
+    from resnet_trace.recorder.replay import replay
+
+    with session_of(target, find_blocks=True, block_types=()) as session:
+        session.keep_log = True
+        fwd = _forward(target, x, session, False)
+        found = choose_blocks(target.model, fwd.recorder.joiners)
+        if fwd.failure is not None:
+            return found, None
+        into = session.replay_recorder(found.types)
+    if into is None:
+        return found, None
+    return found, Forward(replay(fwd.recorder, into), fwd.output, None)
+
+
 def as_feed(x: Any) -> Feed:
     """A tensor (one positional input), a dict (keyword inputs) or a :class:`Feed`, as a Feed."""
     if isinstance(x, Feed):
@@ -281,7 +301,7 @@ def shape_only(
             stack.enter_context(_checkpointed(target, session))
         fwd = run_forward(target, x, train=train, session=session)
         rows = freeze_rows(target, fwd.recorder, timed=False)
-        return _trace(target, fwd, x, command=command, rows=rows)
+        return trace_of(target, fwd, x, command=command, rows=rows)
 
 
 @contextlib.contextmanager
@@ -364,7 +384,7 @@ def real_forward(
         weights=weights,
         input_file=input_file,
     )
-    t = _trace(target, fwd, x, command="run", rows=freeze_rows(target, rec, times), run=run)
+    t = trace_of(target, fwd, x, command="run", rows=freeze_rows(target, rec, times), run=run)
     if fwd.failure is None:
         stats = output_stats(fwd.output)
         t = dataclasses.replace(
@@ -391,7 +411,7 @@ def real_forward(
     return t
 
 
-def _trace(
+def trace_of(
     target: Target,
     fwd: Forward,
     x: Feed | torch.Tensor,

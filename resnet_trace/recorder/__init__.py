@@ -5,6 +5,7 @@
 * :mod:`~resnet_trace.recorder.recorder`: the ``Recorder`` of one forward and its rows (``OpenRow``);
 * :mod:`~resnet_trace.recorder.dataflow`: skip paths, the joins on each block's stream;
 * :mod:`~resnet_trace.recorder.blocks`: which classes are the blocks (``choose_blocks``);
+* :mod:`~resnet_trace.recorder.replay`: a forward's events logged, replayed for the blocks found;
 * :mod:`~resnet_trace.recorder.structure`: a model's module names and block holders, cached;
 * :mod:`~resnet_trace.recorder.stats`: activation statistics (``ActivationStats``).
 """

@@ -45,7 +45,7 @@ scopes inside it that lie on its spine, in forward order.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,6 +90,35 @@ class Scope:
     found: list[str] = field(default_factory=list)  # its skips, in order, once closed
 
 
+@dataclass(slots=True)
+class OpFacts:
+    """What the dataflow and the rows need of one operation (its tensors, or their stand-ins on a replay).
+
+    ``pair``: an add's two tensor operands; ``cat``: a concatenation's floating, non-empty operands
+    (a ``cat`` of a list); ``outs``: the tensors it returned (``single``: one tensor, not a nest).
+    """
+
+    macs: int
+    reads: bool
+    inputs: list[Any]
+    outs: list[Any]
+    single: bool
+    pair: tuple[Any, Any] | None
+    cat: list[Any] | None
+
+
+def op_facts(func: Any, args: tuple, kwargs: dict, out: Any, macs: int, reads: bool, inputs: list) -> OpFacts:
+    """The :class:`OpFacts` of an operation ``func(*args, **kwargs) -> out``."""
+    single = isinstance(out, torch.Tensor)
+    pair = cat = None
+    if func in ADDS:
+        if len(args) >= 2 and isinstance(args[0], torch.Tensor) and isinstance(args[1], torch.Tensor):
+            pair = (args[0], args[1])
+    elif func is _CAT and args and isinstance(args[0], (list, tuple)):
+        cat = [t for t in args[0] if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel()]
+    return OpFacts(macs, reads, inputs, [out] if single else list(tensors_in(out)), single, pair, cat)
+
+
 @dataclass(frozen=True)
 class Joiner:
     """A call (when finding blocks) with joins of its own: the module, its callers, what it joins."""
@@ -118,12 +147,13 @@ class Dataflow:
         self._order = 0
 
     # -- scopes ------------------------------------------------------------------
-    def open(self, module: nn.Module, name: str, depth: int, args: tuple, kwargs: dict) -> Scope:
-        """A scope for a call: its floating-point inputs become its input nodes."""
+    def open(self, module: nn.Module, name: str, depth: int, tensors: Sequence[Any]) -> Scope:
+        """A scope for a call: its floating-point inputs (``tensors``: its arguments' tensors, in
+        order) become its input nodes."""
         scope = Scope(module=module, name=name, depth=depth)
         self.scopes.append(scope)
         position = 0
-        for t in tensors_in((args, kwargs)):
+        for t in tensors:
             if not t.is_floating_point():
                 continue
             note = self._notes.pop(id(t), None)
@@ -139,10 +169,10 @@ class Dataflow:
             self._set(t, {**lineage, fork: _ZERO}, fork)
         return scope
 
-    def close(self, scope: Scope, out: object) -> list[str]:
-        """Close the innermost scope (``scope``): its skips, from its spine."""
+    def close(self, scope: Scope, out: Sequence[Any]) -> list[str]:
+        """Close the innermost scope (``scope``; ``out``: the tensors it returned): its skips, from its spine."""
         self.scopes.pop()
-        outs = [t for t in tensors_in(out) if t.is_floating_point()]
+        outs = [t for t in out if t.is_floating_point()]
         visited: set[int] = set()
         reached = 0
         met: dict[int, Join] = {}
@@ -190,24 +220,25 @@ class Dataflow:
     # Recorded for what each call returns, outside scopes and one call deep inside the innermost
     # (its children: what a concatenation names), and carried through operations outside scopes;
     # inside a scope, an operand an operation made is traced back to the scope's input instead.
-    def inputs(self, args: tuple, kwargs: dict) -> None:
+    def inputs(self, tensors: Sequence[Any]) -> None:
         """The model's own input tensors."""
         self._order += 1
-        for t in tensors_in((args, kwargs)):
+        for t in tensors:
             self._origin[id(t)] = (weakref.ref(t), INPUT, self._order)
 
-    def made(self, depth: int, name: str, args: tuple, kwargs: dict, out: object) -> None:
-        """``out`` is what the module ``name`` (a call at ``depth`` on the stack) returned."""
+    def made(self, depth: int, name: str, args: Callable[[], Sequence[Any]], out: Sequence[Any]) -> None:
+        """``out`` (its tensors) is what the module ``name`` (a call at ``depth`` on the stack) returned;
+        ``args()``: the tensors it was called with."""
         if self.scopes and depth > self.scopes[-1].depth + 1:
             return  # deeper inside a scope than any concatenation there names
         self._order += 1
         origins = self._origin
         passed: set[int] | None = None
-        for t in (out,) if isinstance(out, torch.Tensor) else tensors_in(out):
+        for t in out:
             entry = origins.get(id(t))
             if entry is not None and entry[0]() is t:
                 if passed is None:
-                    passed = {id(a) for a in tensors_in((args, kwargs))}
+                    passed = {id(a) for a in args()}
                 if id(t) in passed:
                     continue  # handed back as it came in (an identity, a dropout in eval)
                 origins[id(t)] = (entry[0], name, self._order)
@@ -219,19 +250,15 @@ class Dataflow:
         return (entry[1], entry[2]) if entry is not None and entry[0]() is t else None
 
     # -- operations ------------------------------------------------------------------
-    def on_op(
-        self, func: Any, args: tuple, inputs: list[torch.Tensor], out: Any, work: tuple[int, bool]
-    ) -> None:
-        """One operation: its inputs' (``inputs``) origins and ways, on to ``out``; joins noted.
-
-        ``work``: the operation's MACs and whether it read a parameter.
-        """
+    def on_op(self, op: OpFacts) -> None:
+        """One operation: its inputs' (``op.inputs``) origins and ways, on to its outputs; joins noted."""
+        inputs, out = op.inputs, op.outs
         if not self.scopes:
             self._carry_origin(inputs, out)
-            if func is _CAT:
-                self._note(args, out)
+            if op.cat is not None:
+                self._note(op.cat, out, op.single)
             return
-        macs, reads = work
+        macs, reads = op.macs, op.reads
         live = [(t, lin) for t in inputs if (lin := self._get(t))]  # only floating tensors have ways
         if len(live) == 1:
             merged = live[0][1]
@@ -257,18 +284,14 @@ class Dataflow:
         scope = self.scopes[-1]
         node = self._fork(scope)
         self._spine[node] = self._stream(scope, live) if live else 0
-        if (
-            func in ADDS
-            and len(args) >= 2
-            and isinstance(args[0], torch.Tensor)
-            and isinstance(args[1], torch.Tensor)
-        ):
+        if op.pair is not None:
+            a, b = op.pair
             by_id = {id(t): lin for t, lin in live}
-            self._add(args[0], args[1], by_id.get(id(args[0]), {}), by_id.get(id(args[1]), {}), node)
-        elif func is _CAT and args and isinstance(args[0], (list, tuple)):
-            self._cat(scope, args[0], node)
+            self._add(a, b, by_id.get(id(a), {}), by_id.get(id(b), {}), node)
+        elif op.cat is not None:
+            self._cat(scope, op.cat, node)
         result[node] = _ZERO
-        for t in tensors_in(out):
+        for t in out:
             if t.is_floating_point():
                 self._set(t, result, node)
 
@@ -292,9 +315,7 @@ class Dataflow:
 
         return min(range(len(operands)), key=rank)
 
-    def _add(
-        self, a: torch.Tensor, b: torch.Tensor, lin_a: dict[int, Path], lin_b: dict[int, Path], node: int
-    ) -> None:
+    def _add(self, a: Any, b: Any, lin_a: dict[int, Path], lin_b: dict[int, Path], node: int) -> None:
         call = self.stack[-1] if self.stack else None
         if call is None or (call.leaf and call.block is None):
             return  # the arithmetic inside a leaf module (a GELU's polynomial)
@@ -311,8 +332,7 @@ class Dataflow:
         text = "+".join(sorted(skip[2])) if skip[2] else IDENTITY
         self._mark(node, Join(self._owner[c], c, node, text, residual=True))
 
-    def _cat(self, scope: Scope, operands: Sequence[Any], node: int) -> None:
-        tensors = [t for t in operands if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel()]
+    def _cat(self, scope: Scope, tensors: Sequence[Any], node: int) -> None:
         if len(tensors) < 2:
             return  # a cache's first step concatenates onto an empty tensor
         operands = [(t, self._get(t)) for t in tensors]
@@ -341,7 +361,7 @@ class Dataflow:
             node = self._spine.get(node, 0)
         return scope.inputs[node][2] if node in scope.inputs else None
 
-    def _child_made(self, scope: Scope, t: torch.Tensor) -> str:
+    def _child_made(self, scope: Scope, t: Any) -> str:
         """The scope's child module that made ``t`` (relative name), or ``identity``: from its input."""
         origin = self._origin_of(t)
         prefix = scope.name + "." if scope.name else ""
@@ -354,24 +374,19 @@ class Dataflow:
             return IDENTITY
         return origin[0][len(prefix) :]
 
-    def _note(self, args: tuple, out: Any) -> None:
+    def _note(self, tensors: Sequence[Any], outs: Sequence[Any], single: bool) -> None:
         """A ``cat`` outside every scope: its joined operands, for the scope that takes the result."""
-        if not args or not isinstance(args[0], (list, tuple)) or not isinstance(out, torch.Tensor):
+        if not single:
             return
-        origins = [
-            o
-            for t in args[0]
-            if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel()
-            for o in [self._origin_of(t)]
-            if o is not None
-        ]
+        out = outs[0]
+        origins = [o for t in tensors for o in [self._origin_of(t)] if o is not None]
         if len(origins) >= 2:
             latest = max(order for _, order in origins)  # the stream: what was made last
             skips = [f"{CONCAT} {name}" for name, order in origins if order != latest]
             if skips:  # slices of one tensor join nothing
                 self._notes[id(out)] = (weakref.ref(out), skips)
 
-    def _carry_origin(self, inputs: list[torch.Tensor], out: Any) -> None:
+    def _carry_origin(self, inputs: Sequence[Any], out: Sequence[Any]) -> None:
         """An operation's result comes from its one input's module, or from the module running it."""
         origins = self._origin
         found = None
@@ -387,10 +402,7 @@ class Dataflow:
                 found = entry
         if found is None:
             return
-        if isinstance(out, torch.Tensor):
-            origins[id(out)] = (weakref.ref(out), found[1], found[2])
-            return
-        for t in tensors_in(out):
+        for t in out:
             origins[id(t)] = (weakref.ref(t), found[1], found[2])
 
     # -- nodes and ways -------------------------------------------------------------

@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from resnet_trace.ops import is_fake, tensors_in
-from resnet_trace.recorder.dataflow import Dataflow, Joiner, Scope
+from resnet_trace.recorder.dataflow import Dataflow, Joiner, OpFacts, Scope, op_facts
 from resnet_trace.recorder.stats import ActivationStats
 from resnet_trace.records import Activation, Depth, Kind, Shape
 
@@ -136,6 +136,11 @@ def _plain(args: tuple, kwargs: dict) -> bool:
     return not kwargs and all(isinstance(a, torch.Tensor) for a in args)
 
 
+def _shape(tensors: list[Any]) -> Shape | None:
+    """Shape of the first of ``tensors`` (tensors, or their stand-ins on a replay)."""
+    return tuple(int(d) for d in tensors[0].shape) if tensors else None
+
+
 def first_shape(value: object) -> Shape | None:
     """Shape of the first tensor in a value (a tensor, a nest of them, a ``ModelOutput``)."""
     for t in tensors_in(value):
@@ -219,6 +224,7 @@ class Recorder:
     failure: tuple[str, Shape | None, nn.Module | None] | None = None
     first_block_seen: bool = False
     saved_all: dict[int, int] = field(default_factory=dict)
+    log: Any = None  # a :class:`~resnet_trace.recorder.replay.Log` of the forward's events, when kept
     flow: Dataflow = field(init=False)
 
     def __post_init__(self) -> None:
@@ -275,7 +281,15 @@ class Recorder:
             if problem is not None:  # the caller's doing: it stops there, in words about the input
                 raise NestingError(f"the input it passed to {self._name(module) or 'the model'} {problem}")
         try:
-            row = self._pre(module, args, kwargs)
+            in_shape = first_shape(args) or first_shape(kwargs)
+            leaf = next(iter(module.children()), None) is None
+
+            def tensors() -> list[Any]:
+                return list(tensors_in((args, kwargs)))
+
+            if self.log is not None:
+                self.log.pre(module, leaf, in_shape, tensors())
+            row = self._pre(module, leaf, in_shape, tensors)
         except Exception as exc:  # pragma: no cover - a bug of ours
             raise HookFailure(f"{type(exc).__name__}: {exc}") from exc
         if self.events and row is not None:
@@ -286,11 +300,11 @@ class Recorder:
         if row is not None:
             row.t0, row.overhead0 = t_out, self.overhead
 
-    def _pre(self, module: nn.Module, args: tuple, kwargs: dict) -> OpenRow | None:
+    def _pre(
+        self, module: nn.Module, leaf: bool, in_shape: Shape | None, tensors: Callable[[], list[Any]]
+    ) -> OpenRow | None:
         name = self._name(module)
         self.ran.add(id(module))
-        leaf = next(iter(module.children()), None) is None
-        in_shape = first_shape(args) or first_shape(kwargs)
         open_row = self._open_row()
         kind: tuple[Kind, Depth] | None = None  # the row this call opens, if it opens one
         extra: dict[str, Any] = {}
@@ -326,9 +340,9 @@ class Recorder:
         call = _Call(module=module, name=name, row=row, leaf=leaf)
         self.stack.append(call)
         if len(self.stack) == 1:
-            self.flow.inputs(args, kwargs)
+            self.flow.inputs(tensors())
         if is_block or (self.find_blocks and not leaf and len(self.stack) > 1):
-            call.block = self.flow.open(module, name, len(self.stack) - 1, args, kwargs)
+            call.block = self.flow.open(module, name, len(self.stack) - 1, tensors())
         return row
 
     def _in_block(self) -> bool:
@@ -341,16 +355,25 @@ class Recorder:
             if problem is not None:  # the module's doing: it stops here, in words about its output
                 raise NestingError(f"its output {problem}")
         try:
-            self._post(module, args, kwargs, out, t_in)
+            outs = list(tensors_in(out))
+
+            def tensors() -> list[Any]:
+                return list(tensors_in((args, kwargs)))
+
+            if self.log is not None:
+                self.log.post(outs, tensors())
+            self._post(outs, tensors, out, t_in)
         except Exception as exc:  # pragma: no cover - a bug of ours
             raise HookFailure(f"{type(exc).__name__}: {exc}") from exc
         self.overhead += time.perf_counter() - t_in
 
-    def _post(self, module: nn.Module, args: tuple, kwargs: dict, out: object, t_in: float) -> None:
+    def _post(self, outs: list[Any], tensors: Callable[[], list[Any]], out: object, t_in: float) -> None:
+        """The innermost call returned ``out`` (``outs``: its tensors; ``tensors()``: its arguments')."""
         call = self.stack.pop()
+        module = call.module
         row = call.row
         if row is not None:
-            row.out_shape = first_shape(out)
+            row.out_shape = _shape(outs)
             row.time_s = (t_in - row.t0) - (self.overhead - row.overhead0)
             if row.events is not None:
                 row.events[1].record()
@@ -363,10 +386,10 @@ class Recorder:
         if call.own_row is not None and call.own_saved:
             call.own_row.saved = {**(call.own_row.saved or {}), **call.own_saved}
         if call.block is not None:
-            found = self.flow.close(call.block, out)
+            found = self.flow.close(call.block, outs)
             if row is not None and row.kind is Kind.BLOCK:
                 row.skips = found
-        self.flow.made(len(self.stack), call.name or type(module).__name__, args, kwargs, out)
+        self.flow.made(len(self.stack), call.name or type(module).__name__, tensors, outs)
         if not self.stack:
             self.output = out
 
@@ -393,7 +416,14 @@ class Recorder:
             if id(t) in self.params or isinstance(t, nn.Parameter):
                 self.read.add(id(t))
                 reads = True
-        own = self._own_row(out, inputs) if (macs or reads) else None
+        op = op_facts(func, args, kwargs, out, macs, reads, inputs)
+        if self.log is not None:
+            self.log.op(op)
+        self._op(op)
+
+    def _op(self, op: OpFacts) -> None:
+        macs = op.macs
+        own = self._own_row(op.outs, op.inputs) if (macs or op.reads) else None
         if macs:
             self.macs += macs
             for call in self.stack:
@@ -401,9 +431,9 @@ class Recorder:
                     call.row.macs += macs
             if own is not None:
                 own.macs += macs
-        self.flow.on_op(func, args, inputs, out, (macs, reads))
+        self.flow.on_op(op)
 
-    def _own_row(self, out: Any, inputs: list[torch.Tensor]) -> OpenRow | None:
+    def _own_row(self, outs: list[Any], inputs: list[Any]) -> OpenRow | None:
         """The row for work done directly in the innermost call's own forward, outside its children.
 
         None when that call is a leaf with a row of its own. Inside a block or frame row this is
@@ -424,11 +454,11 @@ class Recorder:
                 depth=Depth.LAYER if inside else (Depth.STAGE if open_row is None else Depth.BLOCK),
                 module=call.module,
                 parent=open_row,
-                in_shape=first_shape(inputs),
+                in_shape=_shape(inputs),
                 own=True,
                 done=True,
             )
-        shape = first_shape(out)
+        shape = _shape(outs)
         if (
             shape is not None
         ):  # an operation answering a number (a fake tensor's size query) keeps the last shape

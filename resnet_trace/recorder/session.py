@@ -106,12 +106,26 @@ class HookSession:
         self._names: dict[int, list[str]] = {}
         self._structural: set[int] = set()
         self._params: dict[int, nn.Parameter] = {}
+        self.keep_log = False  # each recorder keeps a replay log of its forward (recorder.replay)
+
+    def _read(self) -> tuple[list[tuple[str, nn.Module]], dict[int, nn.Parameter], tuple]:
+        pairs = list(self.model.named_modules(remove_duplicate=False))
+        params = {id(p): p for p in self.model.parameters()}
+        return pairs, params, (tuple((name, id(m)) for name, m in pairs), tuple(params))
+
+    def replay_recorder(self, block_types: tuple[type[nn.Module], ...]) -> Recorder | None:
+        """A fresh recorder of ``block_types`` for a replay of this session's last forward (plain
+        options only), as a session of them would make for a forward now; None where the model is
+        not as when the last forward began (a module or parameter made or replaced in ``forward``)."""
+        pairs, params, key = self._read()
+        if key != self._key:
+            return None
+        names, structural = read_structure(self.model, pairs, key[0], block_types)
+        return Recorder(self.model, block_types, names=names, structural=structural, params=params)
 
     def _hook(self) -> None:
         """Register the hooks and read names and parameters, unless the model is as when last read."""
-        pairs = list(self.model.named_modules(remove_duplicate=False))
-        params = {id(p): p for p in self.model.parameters()}
-        key = (tuple((name, id(m)) for name, m in pairs), tuple(params))
+        pairs, params, key = self._read()
         if key == self._key:
             return
         self.remove()
@@ -147,6 +161,10 @@ class HookSession:
             structural=self._structural,
             params=self._params,
         )
+        if self.keep_log:
+            from resnet_trace.recorder.replay import Log
+
+            recorder.log = Log()
         with contextlib.ExitStack() as stack:
             if self.ops:
                 stack.enter_context(_mha_fastpath_off())
