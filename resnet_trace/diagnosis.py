@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from resnet_trace.errors import message_of
-from resnet_trace.recorder.recorder import NestingError
+from resnet_trace.recorder.nesting import NestingError
 from resnet_trace.records import Kind, Row, Shape, TraceError, shape_text
 from resnet_trace.target import Target
 

@@ -24,12 +24,12 @@ from torch import nn
 from resnet_trace.diagnosis import diagnose
 from resnet_trace.errors import OutOfMemory, is_out_of_memory, message_of
 from resnet_trace.feed import Call, Feed, as_call, placeholders, plain_shape
-from resnet_trace.freeze import first_tensor, freeze_rows, output_shape, output_tensors, outputs, totals
+from resnet_trace.freeze import freeze_rows, output_shape, outputs, totals
 from resnet_trace.modtree import module_tree
 from resnet_trace.ops.fake import is_fake
+from resnet_trace.outputsummary import VALUES_LIMIT, output_stats, output_values
 from resnet_trace.recorder import BlockChoice, HookFailure, HookSession, Recorder, hook_session
 from resnet_trace.records import (
-    Activation,
     Depth,
     Device,
     InputTensor,
@@ -373,7 +373,7 @@ def real_forward(
         times = timings.per_row
         forward_ms = timings.forward_s * 1000
         overhead_ms = None if timings.overhead_s is None else timings.overhead_s * 1000
-    logits, topk = _logits(fwd, top_k)
+    logits, topk = output_values(fwd.output if fwd.failure is None else None, top_k)
     run = RunInfo(
         seed=seed,
         repeat=repeat,
@@ -393,7 +393,7 @@ def real_forward(
         if logits is None and t.outputs:
             n = math.prod(t.output_shape or ())
             note = (
-                f"note: the output's {n:,} values are not in the document (over {LOGITS_LIMIT:,}); "
+                f"note: the output's {n:,} values are not in the document (over {VALUES_LIMIT:,}); "
                 f"its statistics are (outputs[].stats)"
             )
             t = dataclasses.replace(t, notes=(*t.notes, note))
@@ -449,62 +449,6 @@ def describe_feed(feed: Feed) -> Call:
         InputTensor(name, tuple(int(d) for d in t.shape), str(t.dtype).removeprefix("torch."))
         for name, t in [*((None, a) for a in feed.args), *feed.kwargs.items()]
     )
-
-
-#: ``run``'s JSON holds the logits' values up to this many elements (the seed's N x classes at any
-#: sensible batch); a bigger output (a segmentation map) is summarised: shape, dtype, statistics.
-LOGITS_LIMIT = 10_000
-
-
-def _logits(fwd: Forward, top_k: int) -> tuple[Any, Any]:
-    """The output's values (nested tuples, up to :data:`LOGITS_LIMIT` elements) and, for
-    N x classes, the top-k classes per sample. Nothing bigger than the values is made: a broadcast
-    view is not materialised, and a big output is not copied."""
-    out = first_tensor(fwd.output) if fwd.failure is None else None
-    if isinstance(fwd.output, dict) and isinstance(fwd.output.get("logits"), torch.Tensor):
-        out = fwd.output["logits"]
-    if out is None or out.device.type == Device.META or not out.is_floating_point():
-        return None, None
-    topk = None
-    if out.dim() == 2 and out.shape[1] > 1:
-        k = min(top_k, int(out.shape[1]))
-        rows = out.detach()[: max(1, LOGITS_LIMIT // k)]  # top-k of as many samples as the JSON holds
-        stored = out.untyped_storage().nbytes() // max(out.element_size(), 1)
-        if (
-            rows.numel() > LOGITS_LIMIT and rows.numel() > stored
-        ):  # a broadcast view: softmax would materialise it
-            return None, None
-        pv, pi = torch.softmax(rows.float(), dim=1).topk(k, dim=1)
-        topk = tuple(
-            tuple((int(i), float(v)) for i, v in zip(idx_row, val_row))
-            for idx_row, val_row in zip(pi.cpu().tolist(), pv.cpu().tolist())
-        )
-    if out.dim() < 1 or out.numel() > LOGITS_LIMIT:
-        return None, topk
-    values = out.detach().float().cpu()
-    return tuple(_nested(row) for row in values.tolist()), topk
-
-
-def output_stats(value: Any) -> dict[str, Activation]:
-    """Statistics of every floating output tensor, by path. A broadcast view (``expand()``, a
-    stride of 0) is read through its distinct elements only: it costs what its storage costs."""
-    from resnet_trace.recorder import ActivationStats
-
-    measure = ActivationStats()
-    stats: dict[str, Activation] = {}
-    for path, t in output_tensors(value):
-        if t.is_meta or not t.is_floating_point() or t.numel() == 0:
-            continue
-        distinct = t.detach()[tuple(slice(0, 1) if st == 0 else slice(None) for st in t.stride())]
-        found = measure(distinct)
-        measure.forget()
-        if found is not None:
-            stats[path] = found
-    return stats
-
-
-def _nested(value: object) -> object:
-    return tuple(_nested(v) for v in value) if isinstance(value, list) else value
 
 
 def tree_of(target: Target, shape: Shape | Call) -> tuple[TreeNode, TraceError | None]:
