@@ -107,12 +107,55 @@ class Tiny(nn.Module):
         for layer in self.layers:
             x = layer(x)
         return self.norm(x) @ self.embed.weight.t()
+
+
+class Turn(nn.Module):
+    def forward(self, x):
+        y = x.clone()
+        y.unsqueeze_(0)  # in place: the same tensor takes a new shape (a review found the replay
+        y.squeeze_(0)  # kept the first one, and lost the next block's skip)
+        y.transpose_(2, 3)
+        return y
+
+
+class Turned(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.b1 = Res(8)
+        self.turn = Turn()
+        self.b2 = Res(8)
+
+    @counted
+    def forward(self, x):
+        return self.b2(self.turn(self.b1(self.stem(x))))
+
+
+class Table(nn.Module):
+    def forward(self, x):
+        if not hasattr(self, "table"):  # made on the first call only, then reused: a cache
+            n = x.shape[-1]
+            self.register_buffer("table", torch.arange(n, dtype=x.dtype)[:, None] @ torch.ones(1, n), persistent=False)
+        return x @ self.table
+
+
+class Cached(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.table = Table()
+        self.b1 = Res(3)
+        self.b2 = Res(3)
+
+    @counted
+    def forward(self, x):
+        return self.b2(self.b1(self.table(x)))
 """
 
 CASES = [
     ("Net", "Res,Dense", ["-i", "1x3x16x16"]),
     ("Net", "Res,Dense", ["-i", "1x3x16x16", "-i", "2x3x8x8"]),
     ("Tiny", "Layer", ["-i", "ids=2x7:int64[0,50)"]),
+    ("Turned", "Res", ["-i", "1x3x8x6"]),
 ]
 
 
@@ -159,3 +202,19 @@ def test_summary_without_block_runs_one_forward(cli, nets, name, blocks, inputs,
 
 def _docs(document: dict | list) -> list[dict]:
     return document if isinstance(document, list) else [document]
+
+
+def test_a_buffer_made_in_forward_is_seen_by_a_second_forward_as_before(cli, nets, monkeypatch):
+    """A cache made on the first call (a buffer registered in ``forward``) changes what the next
+    call does: the rows come from a second forward, as they always did (a review found the replay
+    recorded the first call's matmul)."""
+    path, forwards = nets
+    ref = f"{path}:Cached"
+    forwards()
+    new = {f: cli("summary", "--model", ref, "-i", "1x3x4x4", "-f", f).stdout for f in ("json", "csv")}
+    assert forwards() == 2 * 2
+    monkeypatch.setattr(pipeline, "blocks_and_trace", _two_forwards)
+    old = {f: cli("summary", "--model", ref, "-i", "1x3x4x4", "-f", f).stdout for f in ("json", "csv")}
+    assert new == old
+    doc = json.loads(new["json"])
+    assert doc["model"]["block"] == "Res" and doc["totals"]["macs"] > 0

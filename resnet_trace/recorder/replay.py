@@ -40,22 +40,32 @@ class Ghost:
         return self._floating
 
 
-_PRE, _POST, _OP = 0, 1, 2
+_PRE, _POST, _OP, _RESHAPED = 0, 1, 2, 3
 
 
 class Log:
-    """The events of one forward, their tensors as :class:`Ghost` objects (kept alive with the log)."""
+    """The events of one forward, their tensors as :class:`Ghost` objects (kept alive with the log).
+
+    A tensor whose shape changes in place (``unsqueeze_``, ``resize_``, an ``out=`` of another size)
+    keeps its ghost, and the change is an event of its own: on the replay the ghost takes the new
+    shape where the forward's tensor took it.
+    """
 
     def __init__(self) -> None:
         self.events: list[tuple] = []
-        self._ghosts: dict[int, tuple[weakref.ref, Ghost]] = {}
+        self._ghosts: dict[int, tuple[weakref.ref, Ghost, Any]] = {}  # ..., the shape last logged
 
     def _g(self, t: Any) -> Ghost:
+        shape = t.shape
         entry = self._ghosts.get(id(t))
         if entry is not None and entry[0]() is t:
-            return entry[1]
-        ghost = Ghost(t.shape, t.is_floating_point())
-        self._ghosts[id(t)] = (weakref.ref(t), ghost)
+            ghost = entry[1]
+            if shape != entry[2]:
+                self.events.append((_RESHAPED, ghost, shape))
+                self._ghosts[id(t)] = (entry[0], ghost, shape)
+            return ghost
+        ghost = Ghost(shape, t.is_floating_point())
+        self._ghosts[id(t)] = (weakref.ref(t), ghost, shape)
         return ghost
 
     def _all(self, tensors: list[Any]) -> list[Ghost]:
@@ -98,6 +108,8 @@ def replay(found: Recorder, into: Recorder) -> Recorder:
         elif kind == _PRE:
             _, module, leaf, in_shape, tensors = event
             into._pre(module, leaf, in_shape, _given(tensors))
+        elif kind == _RESHAPED:
+            event[1].shape = event[2]
         else:
             _, outs, tensors = event
             into._post(outs, _given(tensors), None, 0.0)
