@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from resnet_trace import goldens
+from resnet_trace import diffing, goldens
 from resnet_trace.choice import ModelChoice, TraceOptions
 from resnet_trace.errors import UsageError
 from resnet_trace.goldens import report
@@ -107,7 +107,7 @@ def python_errors(func: F) -> F:
 
 
 check = python_errors(goldens.check)
-diff = python_errors(goldens.diff)
+diff = python_errors(diffing.diff)
 
 
 @python_errors

@@ -14,7 +14,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from resnet_trace import diffing
 from resnet_trace.choice import ModelChoice, TraceOptions
 from resnet_trace.diffing import compare_all
 from resnet_trace.errors import UsageError
@@ -212,7 +211,3 @@ def _recorded_args(model_doc: dict) -> dict[str, Any]:
         except (ValueError, SyntaxError, MemoryError, RecursionError):
             out[str(key)] = text
     return out
-
-
-# ``diff`` reads its files a row at a time and needs no torch: it lives with the comparing.
-diff = diffing.diff

@@ -72,27 +72,24 @@ class JsonReader:
             got += len(piece)
         self.text, self.pos, self._counted = "".join(parts), 0, 0
 
-    def _consume(self, end: int) -> None:
-        self.pos = end
-
     def peek(self) -> str:
         """The next character that is not whitespace ("" at the end of the file), not consumed."""
         while True:
             end = _SPACE.match(self.text, self.pos).end()  # type: ignore[union-attr]
             if end < len(self.text):
-                self._consume(end)
+                self.pos = end
                 return self.text[end]
             if self.eof:
-                self._consume(end)
+                self.pos = end
                 return ""
-            self._consume(end)
+            self.pos = end
             self._more(self._chunk)
 
     def take(self, char: str) -> None:
         """Consume ``char``, the next character that is not whitespace; :class:`Unexpected` if it is not."""
         if self.peek() != char:
             raise Unexpected(f"expected {char!r}")
-        self._consume(self.pos + 1)
+        self.pos += 1
 
     def value(self) -> object:
         """The next JSON value, whole."""
@@ -111,7 +108,7 @@ class JsonReader:
             if self.text.count("[", self.pos, end) + self.text.count("{", self.pos, end) > MAX_DEPTH:
                 if _deeper_than(value, MAX_DEPTH):
                     raise Unexpected("nested deeply")
-            self._consume(end)
+            self.pos = end
             return value
 
     def key(self) -> str:

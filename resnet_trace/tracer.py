@@ -132,17 +132,11 @@ def _shape_only(feed: Feed) -> bool:
     return isinstance(x := feed.first, torch.Tensor) and (x.device.type == "meta" or is_fake(x))
 
 
-def find_block_types(target: Target, x: Any) -> tuple[type[nn.Module], ...]:
+def find_blocks(target: Target, x: Any) -> BlockChoice:
     """The classes of the outermost modules that join their own stream (a residual add, or a
     concatenation), never nesting; failing that, the most repeated child class of the model's
-    longest ``Sequential`` or ``ModuleList`` (:func:`resnet_trace.recorder.choose_blocks`).
-    One forward, every non-leaf call a scope.
-    """
-    return find_blocks(target, x).types
-
-
-def find_blocks(target: Target, x: Any) -> BlockChoice:
-    """:func:`find_block_types`, with the rule that found them (joins, repeated class, none)."""
+    longest ``Sequential`` or ``ModuleList`` (:func:`resnet_trace.recorder.choose_blocks`); and
+    the rule that found them. One forward, every non-leaf call a scope."""
     from resnet_trace.recorder import choose_blocks
 
     fwd = run_forward(target, x, find_blocks=True, block_types=())

@@ -75,6 +75,14 @@ def whole(a: Path, b: Path) -> list:
     return compare_all(goldenfile.load_documents(a), goldenfile.load_documents(b))
 
 
+def _outcome(a: Path, b: Path, read=lambda a, b: list(diff(a, b).differences)) -> tuple:
+    """``("ok", differences)`` or ``("refused", the message)``: ``diff``'s, or ``read``'s."""
+    try:
+        return ("ok", read(a, b))
+    except UsageError as exc:
+        return ("refused", str(exc))
+
+
 def in_step(a: Path, b: Path) -> list:
     """``diff``'s differences, with the whole-file reader forbidden: the in-step reader read them."""
     with mock.patch.object(goldenfile, "load_documents", side_effect=AssertionError("read whole")):
@@ -202,15 +210,8 @@ def test_what_the_whole_file_reader_refuses_diff_refuses_in_its_words(tmp_path, 
         bad.write_text(text, encoding="utf-8")
     good = write(tmp_path, "good.json", GOOD)
     a, b = (bad, good) if bad_side == "a" else (good, bad)
-    try:
-        expected = ("ok", whole(a, b))
-    except UsageError as exc:
-        expected = ("refused", str(exc))
-    try:
-        got = ("ok", list(diff(a, b).differences))
-    except UsageError as exc:
-        got = ("refused", str(exc))
-    assert got == expected
+    expected = _outcome(a, b, whole)
+    assert _outcome(a, b) == expected
     # A repeated key is JSON: the last one counts (here, no rows); the in-step reader leaves such a
     # file to the whole-file reader.
     assert expected[0] == ("ok" if case == "rows-twice" else "refused"), expected
@@ -345,13 +346,6 @@ def _whole_read_only(monkeypatch) -> None:
         yield
 
     monkeypatch.setattr(goldenstream, "documents", give_up)
-
-
-def _outcome(a: Path, b: Path) -> tuple:
-    try:
-        return ("ok", list(diff(a, b).differences))
-    except UsageError as exc:
-        return ("refused", str(exc))
 
 
 def test_a_row_nested_near_the_recursion_limit_is_judged_as_the_whole_read_judges_it(tmp_path, monkeypatch):

@@ -65,17 +65,23 @@ def models(tmp_path):
     return path, namespace
 
 
-def test_one_output_as_npy_holds_the_forwards_values(tmp_path, models):
+def _saved_run(tmp_path, models, name: str, x: torch.Tensor, out):
+    """``run --model FILE:name`` on ``x`` (an --input-file) saving to ``out``; the result, and the
+    model's own forward of ``x`` (its weights come from ``arange``: the same in both)."""
     path, ns = models
-    x = torch.randn(2, 3, 9, 7, generator=torch.Generator().manual_seed(3))
     torch.save({"x": x}, tmp_path / "x.pt")
-    out = tmp_path / "seg.npy"
     result = _invoke(
-        "run", "--model", f"{path}:Seg", "--input-file", str(tmp_path / "x.pt"), "--save-output", str(out)
+        "run", "--model", f"{path}:{name}", "--input-file", str(tmp_path / "x.pt"), "--save-output", str(out)
     )
     assert result.exit_code == 0, result.output
     with torch.no_grad():
-        expected = ns["Seg"]().eval()(x)
+        return result, ns[name]().eval()(x)
+
+
+def test_one_output_as_npy_holds_the_forwards_values(tmp_path, models):
+    x = torch.randn(2, 3, 9, 7, generator=torch.Generator().manual_seed(3))
+    out = tmp_path / "seg.npy"
+    result, expected = _saved_run(tmp_path, models, "Seg", x, out)
     got = torch.from_numpy(np.load(out))
     assert got.shape == (2, 5, 9, 7)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
@@ -83,16 +89,9 @@ def test_one_output_as_npy_holds_the_forwards_values(tmp_path, models):
 
 
 def test_a_nest_as_pt_reads_back_weights_only(tmp_path, models):
-    path, ns = models
     x = torch.randn(3, 6, generator=torch.Generator().manual_seed(5))
-    torch.save({"x": x}, tmp_path / "x.pt")
     out = tmp_path / "nest.pt"
-    result = _invoke(
-        "run", "--model", f"{path}:Nest", "--input-file", str(tmp_path / "x.pt"), "--save-output", str(out)
-    )
-    assert result.exit_code == 0, result.output
-    with torch.no_grad():
-        expected = ns["Nest"]().eval()(x)
+    result, expected = _saved_run(tmp_path, models, "Nest", x, out)
     got = torch.load(out, weights_only=True)
     assert set(got) == {"logits", "parts", "n"} and got["n"] is None
     torch.testing.assert_close(got["logits"], expected["logits"], rtol=1e-5, atol=1e-6)

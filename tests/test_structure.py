@@ -29,7 +29,7 @@ from resnet_trace.model import ResNet
 from resnet_trace.recorder import BlockRule, choose_blocks
 from resnet_trace.records import Depth, Kind, Row
 from resnet_trace.target import builtin_target, model_target
-from resnet_trace.tracer import find_block_types, run_forward
+from resnet_trace.tracer import find_blocks, run_forward
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
@@ -74,7 +74,7 @@ class Traced:
 def traced(model: nn.Module, x: Any) -> Traced:
     model.eval()
     target = model_target(model)
-    types = find_block_types(target, x)
+    types = find_blocks(target, x).types
     found = dataclasses.replace(target, block_types=types)
     fwd = run_forward(found, x)
     assert fwd.failure is None, fwd.failure
@@ -379,7 +379,7 @@ def test_finding_blocks_is_one_forward() -> None:
     calls = []
     handle = model.register_forward_pre_hook(lambda m, a: calls.append(1))
     try:
-        find_block_types(model_target(model), x)
+        find_blocks(model_target(model), x)
     finally:
         handle.remove()
     assert len(calls) == 1
